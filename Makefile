@@ -1,0 +1,33 @@
+# Set-up and everyday commands. `make test` and `make demo` work on a fresh clone.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# A CPU build of torch that this machine may keep on local disk; installed first so that the
+# `torch>=2.3` requirement does not pull a multi-GB CUDA build.
+LOCAL_TORCH ?= torch==2.13.0
+
+.PHONY: test demo venv clean bench
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip >/dev/null 2>&1 || true
+	@if $(PY) -m pip download -q --no-deps --no-index -d /tmp/cosface-torch-probe $(LOCAL_TORCH) >/dev/null 2>&1; then \
+		echo "installing local CPU torch wheel ($(LOCAL_TORCH))"; \
+		$(PY) -m pip install -q --no-index $(LOCAL_TORCH) 2>/dev/null || $(PY) -m pip install -q $(LOCAL_TORCH); \
+	fi
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+venv: $(VENV)/.installed
+
+test: venv
+	$(PY) -m pytest -q tests
+
+demo: venv
+	$(VENV)/bin/cosface demo --out demo_out
+
+bench: venv
+	$(PY) benchmarks/train_throughput.py --device cpu
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info demo_out

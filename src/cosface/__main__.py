@@ -1,0 +1,3 @@
+from cosface.cli import main
+
+raise SystemExit(main())

@@ -1,0 +1,46 @@
+"""`cosface` command line: one subcommand per module in cosface.commands.
+
+Each command module defines `add_parser(subparsers)` (which sets `func`) and keeps its heavy
+imports inside the handler, so `cosface --help` stays fast. User mistakes (CosfaceError) become one
+line on stderr and exit status 2.
+"""
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from cosface import __version__
+from cosface.errors import CosfaceError
+
+# Order is the order shown in --help.
+COMMANDS = [
+    "config",
+    "train",
+]
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="cosface",
+        description="Train, evaluate, export and serve CosFace face-recognition models.",
+    )
+    parser.add_argument("--version", action="version", version=f"cosface {__version__}")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+    for name in COMMANDS:
+        importlib.import_module(f"cosface.commands.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        rc = args.func(args)
+    except CosfaceError as e:
+        print(f"cosface {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"cosface {args.command}: interrupted", file=sys.stderr)
+        return 130
+    return int(rc or 0)

@@ -1,0 +1,1 @@
+"""Training data: sources of encoded images, the batched dataset, the sampler, synthetic faces."""
