@@ -1,0 +1,127 @@
+"""The training input pipeline: a deterministic epoch sampler and a batch-decoding dataset.
+
+Every random choice (the epoch's order, each sample's flip) is a function of (seed, epoch), so a
+resumed run sees exactly the batches an uninterrupted one would, whatever the worker count. The
+order is cut into global batches of batch_size × world_size × accumulate images; rank r's micro-batch
+j of a step is slice (r·accumulate + j) of it, so N processes and one process accumulating N
+micro-batches consume the same images.
+
+Workers decode whole batches into one uint8 NHWC array; flip and normalisation happen later as
+tensor ops on the training device (cosface.preprocess.normalize).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from cosface.preprocess import decode_image
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one epoch is cut: derived from the dataset size and the run's shape, never stored."""
+
+    num_samples: int
+    batch_size: int          # per micro-batch, per process
+    world_size: int = 1
+    accumulate: int = 1
+
+    @property
+    def global_batch(self) -> int:
+        return self.batch_size * self.world_size * self.accumulate
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return self.num_samples // self.global_batch  # the last partial batch is dropped
+
+
+def epoch_order(num_samples: int, seed: int, epoch: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(permutation, flip mask) for an epoch; identical on every rank."""
+    g = torch.Generator().manual_seed((seed * 1_000_003 + epoch) % (2**63))
+    perm = torch.randperm(num_samples, generator=g)
+    flips = torch.rand(num_samples, generator=g) < 0.5
+    return perm, flips
+
+
+class EpochSampler(torch.utils.data.Sampler):
+    """Yields (indices, flips) micro-batches for one rank, in step order, from `start_step` on."""
+
+    def __init__(self, plan: Plan, rank: int, seed: int, flip: bool):
+        self.plan, self.rank, self.seed, self.flip = plan, rank, seed, flip
+        self.epoch, self.start_step = 0, 0
+
+    def set_epoch(self, epoch: int, start_step: int = 0) -> None:
+        self.epoch, self.start_step = epoch, start_step
+
+    def __len__(self) -> int:
+        return (self.plan.steps_per_epoch - self.start_step) * self.plan.accumulate
+
+    def __iter__(self):
+        p = self.plan
+        perm, flips = epoch_order(p.num_samples, self.seed, self.epoch)
+        if not self.flip:
+            flips = torch.zeros_like(flips)
+        for step in range(self.start_step, p.steps_per_epoch):
+            for j in range(p.accumulate):
+                lo = step * p.global_batch + (self.rank * p.accumulate + j) * p.batch_size
+                idx = perm[lo:lo + p.batch_size]
+                yield idx.numpy(), flips[idx].numpy()
+
+
+class BatchDataset(torch.utils.data.Dataset):
+    """Decodes a whole micro-batch per call; an unreadable sample is replaced by the next readable one.
+
+    Replacement (rather than a shorter batch) keeps every batch the same shape on every rank; the
+    unreadable files are returned with the batch so the trainer can report them.
+    """
+
+    def __init__(self, source, image_size: int):
+        self.source, self.image_size = source, image_size
+        self.labels = torch.as_tensor(source.labels, dtype=torch.int64)
+
+    def __len__(self) -> int:
+        return len(self.source)
+
+    def __getitem__(self, item):
+        indices, flips = item
+        n = len(self.source)
+        images = np.empty((len(indices), self.image_size, self.image_size, 3), dtype=np.uint8)
+        used = np.empty(len(indices), dtype=np.int64)
+        bad: list[str] = []
+        for k, i in enumerate(indices):
+            i = int(i)
+            for attempt in range(n):
+                j = (i + attempt) % n
+                try:
+                    images[k] = decode_image(self.source.read(j), self.image_size)
+                    used[k] = j
+                    break
+                except (ValueError, OSError) as e:
+                    bad.append(f"{self.source.describe(j)} ({e})")
+            else:
+                raise RuntimeError("no readable image in the whole dataset")
+        return {
+            "images": torch.from_numpy(images),                 # (B, H, W, 3) uint8
+            "labels": self.labels[torch.from_numpy(used)],      # (B,)
+            "flips": torch.from_numpy(np.asarray(flips, dtype=bool)),  # (B,)
+            "bad": bad,
+        }
+
+
+def make_loader(source, plan: Plan, *, rank: int, seed: int, flip: bool, image_size: int,
+                workers: int, prefetch: int = 2, pin_memory: bool = False):
+    """A DataLoader over BatchDataset driven by an EpochSampler; call `loader.sampler.set_epoch`."""
+    sampler = EpochSampler(plan, rank, seed, flip)
+    kwargs = dict(num_workers=workers, pin_memory=pin_memory)
+    if workers > 0:
+        kwargs.update(prefetch_factor=prefetch, persistent_workers=False)
+    return torch.utils.data.DataLoader(
+        BatchDataset(source, image_size), batch_size=None, sampler=sampler,
+        collate_fn=_identity, **kwargs,
+    )
+
+
+def _identity(batch):
+    return batch

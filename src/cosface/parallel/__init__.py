@@ -1,0 +1,117 @@
+"""Everything that touches torch.distributed lives in this package.
+
+`setup_runtime()` reads torchrun's environment. Without it (or at WORLD_SIZE=1) no process group is
+created and every helper below is the identity, so single-process code paths stay plain.
+"""
+from __future__ import annotations
+
+import datetime
+import os
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from cosface.errors import CosfaceError
+
+
+@dataclass
+class Runtime:
+    rank: int
+    world_size: int
+    local_rank: int
+    device: torch.device
+    group: object | None = None      # the process group, None at world size 1
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def distributed(self) -> bool:
+        return self.group is not None
+
+    def barrier(self) -> None:
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.barrier(group=self.group)
+
+    def all_reduce_mean(self, t: torch.Tensor) -> torch.Tensor:
+        """Mean of `t` over ranks (a new tensor)."""
+        if not self.distributed:
+            return t.clone()
+        import torch.distributed as dist
+
+        out = t.clone()
+        dist.all_reduce(out, op=dist.ReduceOp.SUM, group=self.group)
+        return out / self.world_size
+
+    def broadcast_object(self, obj):
+        """Rank 0's `obj` on every rank."""
+        if not self.distributed:
+            return obj
+        import torch.distributed as dist
+
+        box = [obj]
+        dist.broadcast_object_list(box, src=0, group=self.group)
+        return box[0]
+
+    def wrap_backbone(self, backbone: nn.Module) -> nn.Module:
+        """DistributedDataParallel over the backbone (gradients averaged); the head is handled by
+        the head itself (a class-sharded head never replicates its centres)."""
+        if not self.distributed:
+            return backbone
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        ids = [self.device.index] if self.device.type == "cuda" else None
+        return DDP(backbone, device_ids=ids, process_group=self.group, broadcast_buffers=True)
+
+    def build_head(self, head_cfg, num_classes: int, embedding_size: int) -> nn.Module:
+        from cosface.heads import head_class
+
+        if not self.distributed:
+            return head_class(head_cfg.type)(num_classes, embedding_size, s=head_cfg.s, m=head_cfg.m)
+        from cosface.parallel.sharded_head import ShardedCosFaceHead
+
+        return ShardedCosFaceHead(num_classes, embedding_size, s=head_cfg.s, m=head_cfg.m,
+                                  sample_rate=head_cfg.sample_rate, group=self.group)
+
+    def close(self) -> None:
+        if self.distributed:
+            import torch.distributed as dist
+
+            dist.destroy_process_group(self.group)
+            self.group = None
+
+
+def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise CosfaceError(f"train.device={name!r} but CUDA is not available on this machine")
+        return torch.device("cuda", local_rank if name == "cuda" else int(name.split(":")[1]))
+    return torch.device(name)
+
+
+def setup_runtime(device: str = "auto", timeout_s: float = 1800.0) -> Runtime:
+    """One process, or one rank of a torchrun job (env: RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR...).
+
+    Collectives time out after `timeout_s`, so when a rank dies the others fail with an error
+    instead of waiting forever.
+    """
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    dev = resolve_device(device, local_rank)
+    if world <= 1:
+        return Runtime(0, 1, 0, dev)
+    import torch.distributed as dist
+
+    backend = "nccl" if dev.type == "cuda" else "gloo"
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
+                            device_id=dev if dev.type == "cuda" else None)
+    return Runtime(rank, world, local_rank, dev, group=dist.group.WORLD)

@@ -1,0 +1,334 @@
+"""The training loop, top to bottom: setup -> data -> model -> optimizer -> steps -> log -> save."""
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from cosface.backbones import build_backbone
+from cosface.checkpoint import (FORMAT, FORMAT_VERSION, atomic_save, checkpoint_config, checkpoint_name,
+                                list_checkpoints, load_checkpoint, restore_training_state, rng_state,
+                                set_rng_state, training_state, versions)
+from cosface.config import Config
+from cosface.data.dataset import Plan, make_loader
+from cosface.data.sources import open_source
+from cosface.errors import CosfaceError
+from cosface.parallel import Runtime, setup_runtime
+from cosface.preprocess import Preprocessing, normalize
+from cosface.schedules import learning_rate
+
+
+@dataclass
+class TrainResult:
+    out_dir: Path
+    epochs_done: int
+    global_step: int
+    last_checkpoint: Path | None
+    final_loss: float
+    images_per_s: float
+
+
+def train(cfg: Config, out_dir: str | Path, resume: str | None = None, progress: bool = True) -> TrainResult:
+    """Train `cfg` into `out_dir`. `resume` is None, "auto" (newest checkpoint in out_dir, if any) or a path."""
+    if not cfg.data.path:
+        raise CosfaceError("no training data: pass --data DIR or set data.path in the config")
+    runtime = setup_runtime(cfg.train.device)
+    try:
+        return Trainer(cfg, Path(out_dir), runtime, progress).run(resume)
+    finally:
+        runtime.close()
+
+
+class Trainer:
+    def __init__(self, cfg: Config, out_dir: Path, runtime: Runtime, progress: bool):
+        self.cfg, self.out, self.rt, self.progress = cfg, out_dir, runtime, progress
+        self.ckpt_dir = out_dir / "checkpoints"
+        self.prep = Preprocessing(size=cfg.model.input_size)
+        self.bad_seen: set[str] = set()
+        self.last_checkpoint: Path | None = None
+
+    # ---- setup -------------------------------------------------------------------------------
+    def run(self, resume: str | None) -> TrainResult:
+        cfg, rt = self.cfg, self.rt
+        source = open_source(cfg.data.path)
+        self.class_names = list(source.class_names)
+        num_classes = len(self.class_names)
+        if cfg.data.num_classes and cfg.data.num_classes != num_classes:
+            raise CosfaceError(f"data.num_classes = {cfg.data.num_classes} but {cfg.data.path} has {num_classes} classes")
+        ckpt = self._find_resume(resume)
+        if ckpt is not None:
+            self._check_fits(ckpt, num_classes)
+        if rt.is_main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            (self.out / "config.toml").write_text(cfg.to_toml())
+            (self.out / "classes.txt").write_text("".join(f"{n}\n" for n in self.class_names))
+        rt.barrier()
+
+        torch.manual_seed(cfg.train.seed)
+        backbone = build_backbone(cfg.model.backbone, embedding_size=cfg.model.embedding_size,
+                                  input_size=cfg.model.input_size).to(rt.device)
+        head = rt.build_head(cfg.head, num_classes, cfg.model.embedding_size).to(rt.device)
+        if cfg.train.channels_last:
+            backbone = backbone.to(memory_format=torch.channels_last)
+        self.backbone, self.head = backbone, head
+
+        params = list(backbone.parameters()) + list(head.parameters())
+        self.optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                         nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay)
+        plan = Plan(len(source), cfg.train.batch_size, rt.world_size, cfg.train.accumulate)
+        if plan.steps_per_epoch == 0:
+            raise CosfaceError(f"{len(source)} images is less than one global batch of {plan.global_batch} "
+                               f"(train.batch_size × processes × train.accumulate); lower train.batch_size")
+        self.plan = plan
+        self.base_lr = cfg.optim.lr * (plan.global_batch / cfg.optim.reference_batch if cfg.optim.scale_lr else 1.0)
+
+        start_epoch, start_step, self.global_step = 0, 0, 0
+        if ckpt is not None:
+            restore_training_state(ckpt, backbone, head, self.optimizer)
+            set_rng_state(ckpt["rng"])
+            start_epoch, self.global_step = ckpt["epoch"], ckpt["global_step"]
+            # Position inside the epoch is kept in images, so a different world size resumes at the
+            # same place in the same order.
+            start_step = ckpt["epoch_samples"] // plan.global_batch
+            if ckpt["epoch_samples"] % plan.global_batch:
+                self._say(f"note: the saved position ({ckpt['epoch_samples']} images into epoch {start_epoch + 1}) is not a "
+                          f"multiple of the new global batch {plan.global_batch}; resuming at step {start_step}")
+            if start_step >= plan.steps_per_epoch:
+                start_epoch, start_step = start_epoch + 1, 0
+            self._say(f"resumed from {self.resumed_from} (epoch {start_epoch + 1}, step {start_step}, global step {self.global_step})")
+
+        self.model = rt.wrap_backbone(backbone)
+        if cfg.train.compile:
+            self.model = torch.compile(self.model)
+        self.autocast, self.scaler = self._amp_policy()
+        loader = make_loader(source, plan, rank=rt.rank, seed=cfg.train.seed, flip=cfg.data.flip,
+                             image_size=cfg.model.input_size, workers=cfg.data.workers,
+                             prefetch=cfg.data.prefetch, pin_memory=rt.device.type == "cuda")
+        self._say(f"training {cfg.model.backbone} + {cfg.head.type} (s={cfg.head.s}, m={cfg.head.m}) on {len(source)} images, "
+                  f"{num_classes} classes, {rt.world_size} process(es) on {rt.device}; global batch {plan.global_batch}, "
+                  f"{plan.steps_per_epoch} steps/epoch, epochs {start_epoch + 1}..{cfg.train.epochs}")
+
+        loss = float("nan")
+        ips = 0.0
+        for epoch in range(start_epoch, cfg.train.epochs):
+            loss, ips = self._train_epoch(loader, epoch, start_step)
+            start_step = 0
+            if self._save_due(epoch + 1):
+                self._save(epoch=epoch + 1, epoch_samples=0, last_loss=loss, eval_due=True)
+        return TrainResult(self.out, cfg.train.epochs, self.global_step, self.last_checkpoint, loss, ips)
+
+    # ---- one epoch ---------------------------------------------------------------------------
+    def _train_epoch(self, loader, epoch: int, start_step: int) -> tuple[float, float]:
+        cfg, rt, plan = self.cfg, self.rt, self.plan
+        loader.sampler.set_epoch(epoch, start_step)
+        self.model.train()
+        self.head.train()
+        loss_sum = torch.zeros((), device=rt.device)       # accumulated on device: no sync per step
+        window_sum = torch.zeros((), device=rt.device)
+        window_steps, epoch_steps = 0, 0
+        t_epoch = t_window = time.perf_counter()
+        bar = self._bar(total=plan.steps_per_epoch - start_step, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
+        micro = 0
+        for batch in loader:
+            if micro == 0:
+                step = start_step + epoch_steps
+                lr = learning_rate(cfg.schedule, self.base_lr, epoch + step / plan.steps_per_epoch, cfg.train.epochs)
+                for g in self.optimizer.param_groups:
+                    g["lr"] = lr
+            self._report_bad(batch["bad"])
+            last_micro = micro == cfg.train.accumulate - 1
+            loss = self._forward_backward(batch, sync=last_micro)
+            window_sum += loss.detach() / cfg.train.accumulate
+            micro += 1
+            if not last_micro:
+                continue
+            micro = 0
+            self._optimizer_step()
+            epoch_steps += 1
+            window_steps += 1
+            self.global_step += 1
+            if bar is not None:
+                bar.update(1)
+            if self.global_step % cfg.train.log_every == 0 or start_step + epoch_steps == plan.steps_per_epoch:
+                mean_loss = self._checked_mean(window_sum, window_steps, epoch)
+                now = time.perf_counter()
+                self._log({"type": "step", "epoch": epoch + 1, "step": start_step + epoch_steps,
+                           "global_step": self.global_step, "loss": mean_loss, "lr": lr,
+                           "images_per_s": window_steps * plan.global_batch / (now - t_window)})
+                if bar is not None:
+                    bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr:.4g}")
+                loss_sum += window_sum
+                window_sum.zero_()
+                window_steps, t_window = 0, now
+            every = cfg.checkpoint.save_every_steps
+            if every and self.global_step % every == 0 and start_step + epoch_steps < plan.steps_per_epoch:
+                self._save(epoch=epoch, epoch_samples=(start_step + epoch_steps) * plan.global_batch,
+                           last_loss=None, eval_due=False)
+        if bar is not None:
+            bar.close()
+        elapsed = time.perf_counter() - t_epoch
+        mean_loss = float(loss_sum) / max(epoch_steps, 1)
+        ips = epoch_steps * plan.global_batch / elapsed
+        ms = 1000 * elapsed / max(epoch_steps, 1)
+        self._say(f"epoch {epoch + 1}/{cfg.train.epochs}: epoch time {elapsed / 60:.3f} min, per step time {ms:.3f} ms, "
+                  f"loss {mean_loss:.6f}, lr {lr:.6g}, {ips:.1f} img/s")
+        self._log({"type": "epoch", "epoch": epoch + 1, "global_step": self.global_step, "loss": mean_loss,
+                   "lr": lr, "epoch_time_s": elapsed, "step_time_ms": ms, "images_per_s": ips})
+        return mean_loss, ips
+
+    def _forward_backward(self, batch, sync: bool) -> torch.Tensor:
+        dev = self.rt.device
+        nb = dev.type == "cuda"
+        images = batch["images"].to(dev, non_blocking=nb)
+        labels = batch["labels"].to(dev, non_blocking=nb)
+        flips = batch["flips"].to(dev, non_blocking=nb)
+        x = normalize(images, self.prep)                                  # (B, 3, H, W), channels_last
+        x = torch.where(flips.view(-1, 1, 1, 1), x.flip(3), x)
+        if not self.cfg.train.channels_last:
+            x = x.contiguous()
+        no_sync = self.model.no_sync if (self.rt.distributed and not sync) else contextlib.nullcontext
+        with no_sync(), self.autocast():
+            emb = self.model(x)                                           # (B, D)
+            loss = self.head(emb.float(), labels)
+        scaled = loss / self.cfg.train.accumulate
+        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
+        return loss
+
+    def _optimizer_step(self) -> None:
+        if self.scaler:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _amp_policy(self):
+        amp, dev = self.cfg.train.amp, self.rt.device
+        if amp == "none":
+            return contextlib.nullcontext, None
+        if dev.type != "cuda" and amp == "fp16":
+            raise CosfaceError("train.amp = 'fp16' needs a CUDA device; use 'bf16' or 'none' on CPU")
+        dtype = torch.bfloat16 if amp == "bf16" else torch.float16
+        scaler = torch.amp.GradScaler("cuda") if amp == "fp16" else None
+        return (lambda: torch.autocast(dev.type, dtype=dtype)), scaler
+
+    def _checked_mean(self, window_sum: torch.Tensor, steps: int, epoch: int) -> float:
+        """The window's mean loss over all ranks; the one host sync of a logging interval."""
+        value = float(self.rt.all_reduce_mean(window_sum)) / max(steps, 1)
+        if not math.isfinite(value):
+            last = self.last_checkpoint or "none was written"
+            raise CosfaceError(f"loss became {value} in epoch {epoch + 1} (global step {self.global_step}); "
+                               f"stopping. Last good checkpoint: {last}. Try a lower optim.lr or train.amp = 'none'")
+        return value
+
+    # ---- saving, evaluation, logging -------------------------------------------------------------
+    def _save_due(self, epochs_done: int) -> bool:
+        c = self.cfg.checkpoint
+        on_cadence = epochs_done >= c.save_start_epoch and (epochs_done - c.save_start_epoch) % c.save_every_epochs == 0
+        return on_cadence or epochs_done == self.cfg.train.epochs
+
+    def _save(self, epoch: int, epoch_samples: int, last_loss: float | None, eval_due: bool) -> None:
+        state = training_state(self.backbone, self.head, self.optimizer)  # collective: all ranks
+        evaluation = self._evaluate(epoch) if eval_due else None
+        if self.rt.is_main:
+            name = checkpoint_name(epoch) if epoch_samples == 0 else checkpoint_name(epoch + 1, self.global_step)
+            path = self.ckpt_dir / name
+            atomic_save({
+                "format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(),
+                "config": self.cfg.to_dict(), "num_classes": len(self.class_names), "class_names": self.class_names,
+                "preprocessing": self.prep.to_dict(), "epoch": epoch, "epoch_samples": epoch_samples,
+                "global_step": self.global_step, "world_size": self.rt.world_size, "rng": rng_state(),
+                "evaluation": evaluation, **state,
+            }, path)
+            self.last_checkpoint = path
+            self._log({"type": "checkpoint", "epoch": epoch, "global_step": self.global_step, "path": str(path)})
+            self._prune()
+        self.rt.barrier()
+
+    def _evaluate(self, epoch: int) -> dict | None:
+        lfw = self.cfg.eval.lfw
+        if not lfw or not self.rt.is_main:
+            return None
+        from cosface.evaluation import evaluate_lfw, torch_embed_fn
+
+        self.backbone.eval()
+        try:
+            report = evaluate_lfw(torch_embed_fn(self.backbone, self.rt.device, self.prep), lfw,
+                                  batch_size=self.cfg.eval.batch_size, progress=False)
+        finally:
+            self.backbone.train()
+        self._say(f"epoch {epoch}: LFW ({report.protocol}) mean accuracy {100 * report.mean:.2f} % "
+                  f"(std {100 * report.std:.2f})")
+        self._log({"type": "eval", "epoch": epoch, "global_step": self.global_step, "protocol": report.protocol,
+                   "lfw_mean": report.mean, "lfw_std": report.std, "lfw_folds": list(report.folds)})
+        return {"protocol": report.protocol, "mean": report.mean, "std": report.std,
+                "thresholds": [float(t) for t in report.thresholds], "dataset": str(lfw)}
+
+    def _prune(self) -> None:
+        keep = self.cfg.checkpoint.keep_last
+        if keep:
+            for old in list_checkpoints(self.ckpt_dir)[:-keep]:
+                old.unlink(missing_ok=True)
+
+    def _find_resume(self, resume: str | None) -> dict | None:
+        self.resumed_from = None
+        if resume is None:
+            return None
+        if resume == "auto":
+            found = list_checkpoints(self.ckpt_dir)
+            if not found:
+                self._say(f"--resume auto: no checkpoint in {self.ckpt_dir}; starting from scratch")
+                return None
+            path = found[-1]
+        else:
+            path = Path(resume)
+        self.resumed_from = path
+        return load_checkpoint(path)
+
+    def _check_fits(self, ckpt: dict, num_classes: int) -> None:
+        old = checkpoint_config(ckpt, self.resumed_from)
+        if ckpt["num_classes"] != num_classes or list(ckpt["class_names"]) != self.class_names:
+            raise CosfaceError(f"checkpoint {self.resumed_from} was trained on {ckpt['num_classes']} classes, but "
+                               f"{self.cfg.data.path} has {num_classes} (or other class names); it cannot resume here")
+        for section in ("model", "head"):
+            a, b = getattr(old, section), getattr(self.cfg, section)
+            if a != b:
+                diff = [k for k in a.__dataclass_fields__ if getattr(a, k) != getattr(b, k)]
+                raise CosfaceError(f"checkpoint {self.resumed_from} does not fit this config: "
+                                   + ", ".join(f"{section}.{k} is {getattr(a, k)!r} there, {getattr(b, k)!r} here" for k in diff))
+        if "epoch_samples" not in ckpt or "optimizer" not in ckpt or "rng" not in ckpt:
+            raise CosfaceError(f"checkpoint {self.resumed_from} holds no training state to resume from")
+
+    def _report_bad(self, bad: list[str]) -> None:
+        new = [b for b in bad if b not in self.bad_seen]
+        if not new:
+            return
+        self.bad_seen.update(new)
+        prefix = f"[rank {self.rt.rank}] " if self.rt.distributed else ""
+        shown = "; ".join(new[:3]) + (f"; and {len(new) - 3} more" if len(new) > 3 else "")
+        print(f"{prefix}warning: skipped {len(new)} unreadable file(s) (replaced by the next image; "
+              f"{len(self.bad_seen)} so far): {shown}", file=sys.stderr, flush=True)
+        if self.rt.is_main:
+            self._log({"type": "unreadable", "files": new, "total": len(self.bad_seen)})
+
+    def _bar(self, total: int, desc: str):
+        if not (self.progress and self.rt.is_main):
+            return None
+        from tqdm import tqdm
+
+        return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True, file=sys.stderr)
+
+    def _say(self, msg: str) -> None:
+        if self.rt.is_main:
+            print(msg, flush=True)
+
+    def _log(self, record: dict) -> None:
+        if self.rt.is_main:
+            with open(self.out / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record) + "\n")
