@@ -63,7 +63,7 @@ def atomic_save(obj, path: str | Path) -> None:
 
 
 def versions() -> dict:
-    return {"cosface": __version__, "torch": torch.__version__, "python": platform.python_version()}
+    return {"cosface": __version__, "torch": str(torch.__version__), "python": platform.python_version()}
 
 
 def rng_state() -> dict:
@@ -132,7 +132,9 @@ def load_checkpoint(path: str | Path) -> dict:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, not a torch file at all
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else e.__class__.__name__
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        # torch's weights_only refusal is a long text; its one informative line names the global.
+        msg = next((ln for ln in lines if ln.startswith("WeightsUnpickler error")), lines[0] if lines else e.__class__.__name__)
         raise CosfaceError(f"checkpoint {p} cannot be read (truncated, corrupt or not a cosface checkpoint): {msg}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CosfaceError(f"{p} is not a cosface checkpoint (no '{FORMAT}' format marker)")

@@ -71,8 +71,10 @@ def _decode_pillow(data: bytes) -> np.ndarray:
             if im.mode != "RGB":
                 im = im.convert("RGBA").convert("RGB") if im.mode in ("P", "LA", "PA") else im.convert("RGB")
             return np.asarray(im, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"not a decodable image ({e.__class__.__name__}: {e})") from None
+    except UnidentifiedImageError:
+        raise ValueError("not an image in a known format") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ValueError(f"not a decodable image ({e})") from None
 
 
 def resize(img: np.ndarray, size: int) -> np.ndarray:

@@ -92,6 +92,7 @@ class Trainer:
         if ckpt is not None:
             restore_training_state(ckpt, backbone, head, self.optimizer)
             set_rng_state(ckpt["rng"])
+            self.last_checkpoint = self.resumed_from
             start_epoch, self.global_step = ckpt["epoch"], ckpt["global_step"]
             # Position inside the epoch is kept in images, so a different world size resumes at the
             # same place in the same order.

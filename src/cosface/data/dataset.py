@@ -106,7 +106,7 @@ class BatchDataset(torch.utils.data.Dataset):
             "images": torch.from_numpy(images),                 # (B, H, W, 3) uint8
             "labels": self.labels[torch.from_numpy(used)],      # (B,)
             "flips": torch.from_numpy(np.asarray(flips, dtype=bool)),  # (B,)
-            "bad": bad,
+            "bad": list(dict.fromkeys(bad)),
         }
 
 
