@@ -17,6 +17,13 @@ from cosface.errors import CosfaceError
 COMMANDS = [
     "config",
     "train",
+    "eval",
+    "export",
+    "infer",
+    "embed",
+    "verify",
+    "pack",
+    "unpack",
 ]
 
 
