@@ -17,11 +17,6 @@ from cosface.errors import CosfaceError
 COMMANDS = [
     "config",
     "train",
-    "eval",
-    "export",
-    "infer",
-    "embed",
-    "verify",
     "pack",
     "unpack",
 ]
