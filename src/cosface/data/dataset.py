@@ -95,7 +95,7 @@ class BatchDataset(torch.utils.data.Dataset):
             for attempt in range(n):
                 j = (i + attempt) % n
                 try:
-                    images[k] = decode_image(self.source.read(j), self.image_size)
+                    decode_image(self.source.read(j), self.image_size, out=images[k])
                     used[k] = j
                     break
                 except (ValueError, OSError) as e:
