@@ -116,7 +116,7 @@ def make_loader(source, plan: Plan, *, rank: int, seed: int, flip: bool, image_s
     sampler = EpochSampler(plan, rank, seed, flip)
     kwargs = dict(num_workers=workers, pin_memory=pin_memory)
     if workers > 0:
-        kwargs.update(prefetch_factor=prefetch, persistent_workers=False)
+        kwargs.update(prefetch_factor=prefetch, persistent_workers=True)  # no restart per epoch
     return torch.utils.data.DataLoader(
         BatchDataset(source, image_size), batch_size=None, sampler=sampler,
         collate_fn=_identity, **kwargs,
