@@ -17,6 +17,7 @@ from cosface.errors import CosfaceError
 COMMANDS = [
     "config",
     "train",
+    "eval",
     "pack",
     "unpack",
 ]
