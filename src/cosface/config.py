@@ -76,6 +76,9 @@ class TrainConfig:
     channels_last: bool = True
     compile: bool = False
     log_every: int = 50          # steps between metrics.jsonl records
+    # Multi-process runs: a collective that waits longer than this fails (a dead or stalled rank)
+    # instead of hanging; must exceed rank 0's longest solo phase (checkpoint write + evaluation).
+    timeout_s: float = 1800.0
 
 
 @dataclass(frozen=True)
@@ -281,6 +284,7 @@ def validate(cfg: Config, source: str = "config") -> None:
     need(cfg.train.device == "auto" or cfg.train.device == "cpu" or cfg.train.device.startswith("cuda"),
          "train.device", f"must be auto, cpu, cuda or cuda:N, got {cfg.train.device!r}")
     need(cfg.train.log_every > 0, "train.log_every", "must be > 0")
+    need(cfg.train.timeout_s > 0, "train.timeout_s", f"must be > 0, got {cfg.train.timeout_s}")
     need(cfg.checkpoint.save_start_epoch >= 1, "checkpoint.save_start_epoch", "must be >= 1")
     need(cfg.checkpoint.save_every_epochs >= 1, "checkpoint.save_every_epochs", "must be >= 1")
     need(cfg.checkpoint.save_every_steps >= 0, "checkpoint.save_every_steps", "must be >= 0")

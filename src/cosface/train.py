@@ -38,9 +38,10 @@ def train(cfg: Config, out_dir: str | Path, resume: str | None = None, progress:
     """Train `cfg` into `out_dir`. `resume` is None, "auto" (newest checkpoint in out_dir, if any) or a path."""
     if not cfg.data.path:
         raise CosfaceError("no training data: pass --data DIR or set data.path in the config")
-    runtime = setup_runtime(cfg.train.device)
+    runtime = setup_runtime(cfg.train.device, cfg.train.timeout_s)
     try:
-        return Trainer(cfg, Path(out_dir), runtime, progress).run(resume)
+        with runtime.failing_clearly():
+            return Trainer(cfg, Path(out_dir), runtime, progress).run(resume)
     finally:
         runtime.close()
 

@@ -5,6 +5,7 @@ created and every helper below is the identity, so single-process code paths sta
 """
 from __future__ import annotations
 
+import contextlib
 import datetime
 import os
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ class Runtime:
     local_rank: int
     device: torch.device
     group: object | None = None      # the process group, None at world size 1
+    timeout_s: float = 0.0           # collective timeout of the group
 
     @property
     def is_main(self) -> bool:
@@ -74,8 +76,33 @@ class Runtime:
             return head_class(head_cfg.type)(num_classes, embedding_size, s=head_cfg.s, m=head_cfg.m)
         from cosface.parallel.sharded_head import ShardedCosFaceHead
 
+        if head_cfg.type != "cosface":
+            raise CosfaceError(f"head.type = {head_cfg.type!r} has no class-sharded version; "
+                               f"training on {self.world_size} processes supports head.type = 'cosface'")
         return ShardedCosFaceHead(num_classes, embedding_size, s=head_cfg.s, m=head_cfg.m,
                                   sample_rate=head_cfg.sample_rate, group=self.group)
+
+    @contextlib.contextmanager
+    def failing_clearly(self):
+        """Turn a failed collective (a peer process died, or did not answer within the timeout) into
+        a one-line CosfaceError naming this rank, instead of a backend traceback."""
+        if not self.distributed:
+            yield
+            return
+        import torch.distributed as dist
+
+        try:
+            yield
+        except Exception as e:
+            # gloo reports a lost peer or a timeout as a bare RuntimeError tagged with its source path.
+            if not (isinstance(e, dist.DistError) or "gloo" in str(e)):
+                raise
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise CosfaceError(
+                f"rank {self.rank} of {self.world_size}: a collective operation failed, so training stops. "
+                f"Usually another rank died or stalled (collectives time out after train.timeout_s = "
+                f"{self.timeout_s:g} s): look at the first error in the other ranks' logs, then rerun with "
+                f"--resume auto. Backend said: {first}") from e
 
     def close(self) -> None:
         if self.distributed:
@@ -114,4 +141,4 @@ def setup_runtime(device: str = "auto", timeout_s: float = 1800.0) -> Runtime:
         torch.cuda.set_device(dev)
     dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
                             device_id=dev if dev.type == "cuda" else None)
-    return Runtime(rank, world, local_rank, dev, group=dist.group.WORLD)
+    return Runtime(rank, world, local_rank, dev, group=dist.group.WORLD, timeout_s=timeout_s)

@@ -1,0 +1,97 @@
+"""Per-rank programs for the multi-process tests (started by dist_launch.run_ranks with torchrun's env).
+
+    python dist_workers.py head OUT_DIR DEVICE      sharded-head cases; each rank saves OUT_DIR/rank<r>.pt
+    python dist_workers.py fail die|stall ARGS...   `cosface train ARGS...` where rank 1 dies or stalls after step 1
+"""
+from __future__ import annotations
+
+import os
+import sys
+import time
+
+import torch
+import torch.distributed as dist
+
+# Each case: name, classes, embedding size, batch per rank, s, m, sample_rate.
+HEAD_CASES = [
+    ("even", 10, 16, 3, 32.0, 0.40, 1.0),
+    ("uneven", 11, 16, 3, 32.0, 0.40, 1.0),
+    ("three_classes", 3, 8, 2, 64.0, 0.35, 1.0),
+    ("sampled", 41, 8, 2, 32.0, 0.40, 0.5),
+]
+INIT_SEED = 7
+
+
+def head_inputs(num_classes: int, dim: int, batch: int, world: int, case: int):
+    """The global batch of a case, identical on every rank and in the test process."""
+    g = torch.Generator().manual_seed(1000 + case)
+    x = torch.randn(world * batch, dim, generator=g)
+    y = torch.randint(0, num_classes, (world * batch,), generator=g)
+    # A target owned by the last rank in rank 0's rows and one owned by rank 0 in the last rank's.
+    y[0], y[-1] = num_classes - 1, 0
+    return x, y
+
+
+def run_head(out_dir: str, device: str) -> None:
+    from cosface.parallel import setup_runtime
+    from cosface.parallel.sharded_head import ShardedCosFaceHead
+
+    torch.set_num_threads(1)
+    rt = setup_runtime(device, timeout_s=60)
+    group = rt.group
+    if group is None:
+        # setup_runtime makes no group for one process; make one anyway, to run the collectives.
+        dist.init_process_group("nccl" if rt.device.type == "cuda" else "gloo", rank=0, world_size=1,
+                                device_id=rt.device if rt.device.type == "cuda" else None)
+        group = dist.group.WORLD
+    results = {}
+    for case, (name, c, d, b, s, m, rate) in enumerate(HEAD_CASES):
+        x, y = head_inputs(c, d, b, rt.world_size, case)
+        rows = slice(rt.rank * b, (rt.rank + 1) * b)
+        torch.manual_seed(INIT_SEED)
+        head = ShardedCosFaceHead(c, d, s=s, m=m, sample_rate=rate, group=group).to(rt.device)
+        rng_after_init = torch.get_rng_state()
+        x_local = x[rows].clone().to(rt.device).requires_grad_(True)
+        saved = []
+        with torch.autograd.graph.saved_tensors_hooks(lambda t: (saved.append(tuple(t.shape)), t)[1], lambda t: t):
+            loss = head(x_local, y[rows].to(rt.device))
+        loss.backward()
+        full_weight = head.gather_rows(head.weight.detach())
+        full_grad = head.gather_rows(head.weight.grad)
+        results[name] = {
+            "start": head.start, "stop": head.stop, "loss": loss.item(), "rng_after_init": rng_after_init,
+            "weight": head.weight.detach().cpu(), "weight_grad": head.weight.grad.cpu(),
+            "x_grad": x_local.grad.cpu(), "full_weight": full_weight, "full_grad": full_grad,
+            "saved_shapes": saved,
+            "scatter": head.scatter_rows(torch.arange(c * d, dtype=torch.float32).view(c, d)),
+        }
+    torch.save(results, os.path.join(out_dir, f"rank{rt.rank}.pt"))
+    dist.destroy_process_group(group)
+
+
+def run_failing_train(mode: str, cli_args: list[str]) -> int:
+    """`cosface train` in which rank 1 exits (die) or stops answering (stall) right after step 1."""
+    from cosface import cli
+    from cosface.train import Trainer
+
+    step = Trainer._optimizer_step
+
+    def step_then_fail(self):
+        step(self)
+        if self.rt.rank == 1:
+            if mode == "die":
+                os._exit(17)
+            time.sleep(120)  # the test stops waiting once rank 0 has exited, and kills this rank
+
+    Trainer._optimizer_step = step_then_fail
+    return cli.main(["train", *cli_args])
+
+
+if __name__ == "__main__":
+    what = sys.argv[1]
+    if what == "head":
+        run_head(sys.argv[2], sys.argv[3])
+    elif what == "fail":
+        sys.exit(run_failing_train(sys.argv[2], sys.argv[3:]))
+    else:
+        raise SystemExit(f"unknown worker {what!r}")

@@ -1,0 +1,38 @@
+"""A rank that dies or stalls makes the others stop with a clear one-line error, not hang."""
+import pytest
+
+from conftest import write_image_folder
+from dist_launch import run_ranks
+
+ERROR = "cosface train: error: rank 0 of 2: a collective operation failed, so training stops"
+
+
+def cli_args(data, out, timeout_s):
+    sets = ["train.batch_size=4", "train.epochs=1", "data.workers=0", "train.device='cpu'", "train.log_every=1",
+            f"train.timeout_s={timeout_s}"]
+    return ["--data", str(data), "--out", str(out), "--no-progress", *[a for kv in sets for a in ("--set", kv)]]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory):
+    return write_image_folder(tmp_path_factory.mktemp("fail") / "data", classes=4, per_class=6)
+
+
+def test_a_dead_rank_makes_the_other_fail_at_once(data, tmp_path):
+    rank0, rank1 = run_ranks(["fail", "die", *cli_args(data, tmp_path / "run", 60.0)], 2, tmp_path / "logs",
+                             timeout=90, wait_for=[0])
+    assert rank1.returncode == 17
+    assert rank0.returncode == 2, rank0.output[-3000:]
+    assert ERROR in rank0.output and "timeout_s = 60 s" in rank0.output
+    # Not the 60 s timeout: the lost connection is noticed at the next collective.
+    assert rank0.seconds - rank1.seconds < 20, (rank0.seconds, rank1.seconds)
+
+
+def test_a_stalled_rank_makes_the_other_fail_after_the_timeout(data, tmp_path):
+    rank0, rank1 = run_ranks(["fail", "stall", *cli_args(data, tmp_path / "run", 5.0)], 2, tmp_path / "logs",
+                             timeout=90, wait_for=[0])
+    assert rank1.returncode is None            # still asleep when rank 0 gave up; killed by run_ranks
+    assert rank0.returncode == 2, rank0.output[-3000:]
+    assert ERROR in rank0.output and "timeout_s = 5 s" in rank0.output
+    assert "Traceback" not in rank0.output
+    assert rank0.seconds < 60
