@@ -18,6 +18,10 @@ COMMANDS = [
     "config",
     "train",
     "eval",
+    "export",
+    "infer",
+    "embed",
+    "verify",
     "pack",
     "unpack",
 ]

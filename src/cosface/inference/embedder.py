@@ -1,0 +1,229 @@
+"""The user-facing runtime: the Embedder API, embedding files to .npy, and LFW through ONNX Runtime.
+
+Embeddings are the reference's pair features: [f(image), f(mirror)] concatenated, then L2-normalised
+(2 x D values; `flip=False` gives f(image) alone). The cosine of two such rows is the score the
+evaluation's all-pairs metrics use, so a threshold from an evaluation carries over (see
+`Embedder.default_threshold` for what it means exactly). Images are prepared as the model's metadata
+says, with the training decoder.
+"""
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from cosface.errors import CosfaceError
+from cosface.inference.models import open_model, require_kind
+from cosface.preprocess import Preprocessing, decode_image, normalize_numpy, resize
+
+# Used by verify when the model carries no evaluation. Margin-trained face embeddings put different
+# people near cosine 0 and the same person well above 0.5; 0.3 sits between (insightface's LFW
+# thresholds, squared distance about 1.4 on unit vectors, are cosine 0.3). Calibrate with an evaluation.
+FALLBACK_THRESHOLD = 0.3
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def list_images(inputs) -> list[Path]:
+    """Files as given, and every image file under each directory (recursive, sorted)."""
+    found: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+            if not files:
+                raise CosfaceError(f"directory {p} holds no image files ({', '.join(IMAGE_SUFFIXES)})")
+            found.extend(files)
+        elif p.exists():
+            found.append(p)
+        else:
+            raise CosfaceError(f"{p} does not exist")
+    return found
+
+
+def _native_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from the header alone; None when the header cannot be read (decode then says why)."""
+    try:
+        if data[:2] == b"\xff\xd8":
+            import simplejpeg
+
+            h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+            return w, h
+        import io
+
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as im:
+            return im.size
+    except Exception:
+        return None
+
+
+def _is_single(images) -> bool:
+    if isinstance(images, np.ndarray):
+        return images.ndim <= 3
+    return isinstance(images, (str, os.PathLike)) or _is_pil(images)
+
+
+def _is_pil(x) -> bool:
+    return type(x).__module__.startswith("PIL.") and hasattr(x, "convert")
+
+
+@dataclass(frozen=True)
+class Verification:
+    similarity: float        # cosine of the two L2-normalised flip-concatenated features
+    threshold: float
+    threshold_source: str
+
+    @property
+    def same(self) -> bool:
+        return self.similarity > self.threshold   # strict, as the protocol counts a same pair correct
+
+
+class Embedder:
+    """Embeds images with a cosface checkpoint, TorchScript export or ONNX export.
+
+    Images are file paths, (H, W, 3) uint8 RGB arrays (or (H, W) grayscale) or PIL images; a list of
+    them, or an (N, H, W, 3) array, is a batch. Images of another size are resized (bilinear, as
+    training's decoder does) and a note says so on stderr unless `quiet`.
+    `device`: "auto" (CUDA when available), "cpu" or "cuda".
+    """
+
+    def __init__(self, model: str | os.PathLike, *, device: str = "auto", batch_size: int = 64, quiet: bool = False):
+        if batch_size < 1:
+            raise CosfaceError(f"batch size must be >= 1, got {batch_size}")
+        self.path = Path(model)
+        self.kind, self._run, self.info = open_model(self.path, device)
+        self.batch_size = batch_size
+        self.quiet = quiet
+
+    @property
+    def preprocessing(self) -> Preprocessing:
+        return self.info.preprocessing
+
+    def features(self, batch: np.ndarray) -> np.ndarray:
+        """(N, H, W, 3) uint8 RGB -> (N, D) float32 raw model outputs, prepared as the metadata says.
+
+        This is an `embed_fn` for cosface.evaluation: it resizes when the batch is not the model's size.
+        """
+        prep = self.info.preprocessing
+        if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[3] != 3:
+            raise CosfaceError(f"expected an (N, H, W, 3) uint8 batch, got {batch.dtype} {batch.shape}")
+        if batch.shape[1:3] != (prep.size, prep.size):
+            batch = np.stack([resize(im, prep.size) for im in batch])
+        if prep.channel_order == "BGR":
+            batch = batch[..., ::-1]
+        return np.asarray(self._run(normalize_numpy(batch, prep)), dtype=np.float32)
+
+    def embed(self, images, *, flip: bool = True) -> np.ndarray:
+        """-> (N, 2D) float32 L2-normalised [f(image), f(mirror)] rows; (N, D) f(image) with flip=False."""
+        items = [images] if _is_single(images) else list(images)
+        resized: list[str] = []
+        out = []
+        for s in range(0, len(items), self.batch_size):
+            batch = np.stack([self._load(x, s + j, resized) for j, x in enumerate(items[s:s + self.batch_size])])
+            if flip:
+                f = self.features(np.concatenate([batch, batch[:, :, ::-1]]))   # mirror = flip along W
+                f = np.concatenate([f[:len(batch)], f[len(batch):]], axis=1)   # (B, 2D)
+            else:
+                f = self.features(batch)
+            out.append(f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12))
+        if resized and not self.quiet:
+            size = self.info.preprocessing.size
+            shown = ", ".join(resized[:3]) + (f" and {len(resized) - 3} more" if len(resized) > 3 else "")
+            print(f"note: {len(resized)} of {len(items)} image(s) are not {size}x{size} and were resized "
+                  f"to it (bilinear): {shown}", file=sys.stderr)
+        dim = self.info.embedding_size * (2 if flip else 1)
+        return np.concatenate(out) if out else np.empty((0, dim), np.float32)
+
+    def similarity(self, a, b) -> float | np.ndarray:
+        """Cosine of the flip-concatenated embeddings: a float for two images, (N,) for two batches."""
+        ea, eb = self.embed(a), self.embed(b)
+        if len(ea) != len(eb):
+            raise CosfaceError(f"similarity needs as many images on each side, got {len(ea)} and {len(eb)}")
+        s = np.einsum("ij,ij->i", ea, eb)
+        return float(s[0]) if _is_single(a) and _is_single(b) else s
+
+    def default_threshold(self) -> tuple[float, str]:
+        """(threshold, where it came from).
+
+        With an evaluation it is the mean of the reference protocol's 10 fold thresholds. The protocol
+        chose them on scores of features with the validation folds' mean subtracted; a single pair has
+        no such mean, so `similarity` scores plain flip-concatenated features and the threshold is an
+        approximation (exact only when the mean feature is near zero).
+        """
+        ev = self.info.evaluation
+        where = "the checkpoint" if self.kind == "checkpoint" else "the model metadata"
+        if self.info.threshold is not None:
+            folds = len(ev["thresholds"]) if ev and ev.get("thresholds") else "the"
+            acc = f", mean accuracy {100 * ev['mean']:.2f} %" if ev and "mean" in ev else ""
+            data = f" on {ev['dataset']}" if ev and ev.get("dataset") else ""
+            return self.info.threshold, (f"{where}: mean of {folds} fold thresholds of its LFW evaluation "
+                                         f"(reference protocol{acc}{data})")
+        return FALLBACK_THRESHOLD, (f"fallback {FALLBACK_THRESHOLD}: {where} holds no evaluation; "
+                                    f"calibrate with `cosface eval` or pass --threshold")
+
+    def verify(self, a, b, threshold: float | None = None) -> Verification:
+        """Compare two images; `threshold` None takes `default_threshold()`."""
+        value, source = (threshold, "given") if threshold is not None else self.default_threshold()
+        return Verification(float(self.similarity(a, b)), value, source)
+
+    def _load(self, item, index: int, resized: list[str]) -> np.ndarray:
+        """One image -> (S, S, 3) uint8 RGB; records a description in `resized` when it had another size."""
+        size = self.info.preprocessing.size
+        if isinstance(item, (str, os.PathLike)):
+            try:
+                data = Path(item).read_bytes()
+            except OSError as e:
+                raise CosfaceError(f"cannot read image {item}: {e.strerror or e}") from None
+            native = _native_size(data)
+            try:
+                img = decode_image(data, size)
+            except ValueError as e:
+                raise CosfaceError(f"{item}: {e}") from None
+            if native is not None and native != (size, size):
+                resized.append(f"{item} ({native[0]}x{native[1]})")
+            return img
+        if _is_pil(item):
+            item = np.asarray(item.convert("RGB"))
+        if not isinstance(item, np.ndarray):
+            raise CosfaceError(f"image #{index}: expected a file path, a (H, W, 3) uint8 RGB array or a PIL image, "
+                               f"got {type(item).__name__}")
+        if item.dtype != np.uint8 or not (item.ndim == 2 or (item.ndim == 3 and item.shape[2] == 3)):
+            raise CosfaceError(f"image #{index}: arrays must be (H, W, 3) RGB or (H, W) gray uint8, "
+                               f"got {item.dtype} {item.shape}")
+        if item.ndim == 2:
+            item = np.repeat(item[:, :, None], 3, axis=2)
+        if item.shape[:2] != (size, size):
+            resized.append(f"image #{index} ({item.shape[1]}x{item.shape[0]})")
+            item = resize(np.ascontiguousarray(item), size)
+        return np.ascontiguousarray(item)
+
+
+def embed_to_file(model: str | os.PathLike, inputs, out: str | os.PathLike, *, flip: bool = True,
+                  batch_size: int = 64, device: str = "auto") -> tuple[Path, Path, tuple[int, int]]:
+    """Embed files and directories into OUT.npy, and list the files, one per line in row order, in OUT.txt."""
+    files = list_images(inputs)
+    emb = Embedder(model, device=device, batch_size=batch_size).embed([str(f) for f in files], flip=flip)
+    npy = Path(out)
+    if npy.suffix != ".npy":
+        npy = npy.with_name(npy.name + ".npy")
+    listing = npy.with_suffix(".txt")
+    npy.parent.mkdir(parents=True, exist_ok=True)
+    np.save(npy, emb)
+    listing.write_text("".join(f"{f}\n" for f in files))
+    return npy, listing, emb.shape
+
+
+def infer_lfw(model: str | os.PathLike, lfw_dir: str | os.PathLike, *, batch_size: int = 64, progress: bool = True,
+              features_out: str | os.PathLike | None = None, workers: int | None = None, device: str = "auto"):
+    """The deployment path: an ONNX export under ONNX Runtime through the same LFW protocol as `cosface eval`."""
+    from cosface.evaluation import evaluate_lfw
+
+    require_kind(model, "onnx", "`cosface infer` runs ONNX exports (make one with `cosface export --ckpt CKPT "
+                                "-o model.onnx`; a checkpoint is evaluated with `cosface eval`)")
+    emb = Embedder(model, device=device, batch_size=batch_size)
+    return evaluate_lfw(emb.features, lfw_dir, batch_size=batch_size, progress=progress, features_out=features_out,
+                        workers=workers, size=emb.preprocessing.size)

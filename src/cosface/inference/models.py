@@ -1,0 +1,245 @@
+"""Model files of every kind: what they are (by content), the metadata they carry, and running them.
+
+A model file is recognised by its content, never its extension: a zip with a `code/` folder is a
+TorchScript archive, any other torch zip (or a legacy pickle) a training checkpoint, anything else is
+offered to ONNX Runtime. Exported models carry a `ModelInfo` as flat string metadata (ONNX
+metadata_props; the TorchScript extra file cosface.json); a checkpoint's is derived from its entries.
+ONNX models run without importing torch.
+"""
+from __future__ import annotations
+
+import json
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+
+from cosface import __version__
+from cosface.errors import CosfaceError
+from cosface.preprocess import Preprocessing
+
+METADATA_FORMAT = 1
+TORCHSCRIPT_METADATA_FILE = "cosface.json"
+KINDS = {"checkpoint": "a cosface training checkpoint", "torchscript": "a TorchScript model", "onnx": "an ONNX model"}
+
+_REQUIRED = ("cosface_format", "cosface_version", "backbone", "embedding_size", "num_classes",
+             "input_size", "channel_order", "mean", "std", "layout")
+_CHANNEL_ORDERS = ("RGB", "BGR")
+
+
+@dataclass(frozen=True)
+class ModelInfo:
+    """What an exported model says about itself; written by export, read by every runtime here."""
+
+    preprocessing: Preprocessing
+    embedding_size: int
+    backbone: str
+    num_classes: int
+    cosface_version: str
+    threshold: float | None = None      # mean of the evaluation's fold thresholds (reference protocol)
+    evaluation: dict | None = None      # the checkpoint's evaluation: protocol, mean, std, thresholds, dataset
+
+    @classmethod
+    def from_checkpoint(cls, ckpt: dict) -> "ModelInfo":
+        model = ckpt["config"]["model"]
+        ev = ckpt.get("evaluation")
+        # Only the reference protocol's thresholds are cosines of flip-concatenated features.
+        threshold = (float(np.mean(ev["thresholds"]))
+                     if ev and ev.get("protocol") == "reference" and ev.get("thresholds") else None)
+        return cls(preprocessing=Preprocessing.from_dict(ckpt["preprocessing"]),
+                   embedding_size=int(model["embedding_size"]), backbone=str(model["backbone"]),
+                   num_classes=int(ckpt["num_classes"]), cosface_version=__version__,
+                   threshold=threshold, evaluation=dict(ev) if ev else None)
+
+    def to_metadata(self) -> dict[str, str]:
+        """Flat string pairs, as ONNX metadata_props hold them (and a C++ runtime can read them)."""
+        p = self.preprocessing
+        meta = {
+            "cosface_format": str(METADATA_FORMAT), "cosface_version": self.cosface_version,
+            "backbone": self.backbone, "embedding_size": str(self.embedding_size),
+            "num_classes": str(self.num_classes), "input_size": str(p.size),
+            "channel_order": p.channel_order, "mean": repr(float(p.mean)), "std": repr(float(p.std)),
+            "layout": p.layout,
+        }
+        if self.threshold is not None:
+            meta["threshold"] = repr(self.threshold)
+        if self.evaluation is not None:
+            meta["evaluation"] = json.dumps(self.evaluation)
+        return meta
+
+    @classmethod
+    def from_metadata(cls, meta: Mapping[str, str], source: str) -> "ModelInfo":
+        missing = [k for k in _REQUIRED if k not in meta]
+        if len(missing) == len(_REQUIRED):
+            raise CosfaceError(f"{source} is not a cosface model: its metadata has none of the keys "
+                               f"{', '.join(_REQUIRED)} (models for cosface come from `cosface export`)")
+        if missing:
+            raise CosfaceError(f"{source}: model metadata lacks {', '.join(missing)}")
+
+        def num(key, kind):
+            try:
+                return kind(meta[key])
+            except ValueError:
+                raise CosfaceError(f"{source}: metadata {key} = {meta[key]!r} is not a{'n integer' if kind is int else ' number'}") from None
+
+        if num("cosface_format", int) > METADATA_FORMAT:
+            raise CosfaceError(f"{source}: metadata format {meta['cosface_format']} is newer than this cosface reads "
+                               f"({METADATA_FORMAT}); upgrade cosface")
+        prep = Preprocessing(size=num("input_size", int), channel_order=meta["channel_order"],
+                             mean=num("mean", float), std=num("std", float), layout=meta["layout"])
+        if prep.channel_order not in _CHANNEL_ORDERS:
+            raise CosfaceError(f"{source}: metadata channel_order = {prep.channel_order!r}; expected one of {_CHANNEL_ORDERS}")
+        if prep.layout != "NCHW":
+            raise CosfaceError(f"{source}: metadata layout = {prep.layout!r}; cosface runs NCHW models")
+        if prep.size < 1 or prep.std == 0:
+            raise CosfaceError(f"{source}: metadata input_size = {prep.size}, std = {prep.std} cannot be right")
+        evaluation = None
+        if "evaluation" in meta:
+            try:
+                evaluation = json.loads(meta["evaluation"])
+            except json.JSONDecodeError:
+                raise CosfaceError(f"{source}: metadata evaluation is not JSON") from None
+        return cls(preprocessing=prep, embedding_size=num("embedding_size", int), backbone=meta["backbone"],
+                   num_classes=num("num_classes", int), cosface_version=meta["cosface_version"],
+                   threshold=num("threshold", float) if "threshold" in meta else None, evaluation=evaluation)
+
+
+def model_kind(path: str | os.PathLike) -> str:
+    """"checkpoint", "torchscript" or "onnx", from the file's content."""
+    p = Path(path)
+    if not p.exists():
+        raise CosfaceError(f"model file {p} does not exist")
+    if not p.is_file():
+        raise CosfaceError(f"model file {p} is not a file")
+    with open(p, "rb") as f:
+        head = f.read(4)
+    if head == b"PK\x03\x04":
+        try:
+            with zipfile.ZipFile(p) as z:
+                names = z.namelist()
+        except zipfile.BadZipFile:
+            raise CosfaceError(f"{p} is a damaged zip archive, not a readable model") from None
+        # Both torch formats are zips with one top folder; only TorchScript stores code.
+        if any(n.split("/")[1:2] == ["code"] for n in names):
+            return "torchscript"
+        if any(n.endswith("/data.pkl") for n in names):
+            return "checkpoint"
+        raise CosfaceError(f"{p} is a zip archive but neither a torch checkpoint nor a TorchScript model")
+    if head[:1] == b"\x80":  # a pickle protocol marker: torch.save's pre-zip format
+        return "checkpoint"
+    return "onnx"  # protobuf has no magic number; ONNX Runtime's parser decides
+
+
+def require_kind(path: str | os.PathLike, kind: str, advice: str) -> None:
+    """Raise, naming what the file really is, when it is not of `kind`."""
+    found = model_kind(path)
+    if found != kind:
+        raise CosfaceError(f"{path} is {KINDS[found]}, not {KINDS[kind]}; {advice}")
+
+
+Runner = Callable[[np.ndarray], np.ndarray]   # (N, 3, S, S) float32 -> (N, D) float32
+
+
+def _resolve_torch_device(device: str):
+    import torch
+
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise CosfaceError(f"device {device!r} requested but CUDA is not available on this machine")
+    return torch.device(device)
+
+
+def _torch_runner(module, device) -> Runner:
+    import torch
+
+    def run(x: np.ndarray) -> np.ndarray:
+        with torch.inference_mode():
+            return module(torch.from_numpy(x).to(device)).float().cpu().numpy()
+
+    return run
+
+
+def _open_checkpoint(path: Path, device: str) -> tuple[Runner, ModelInfo]:
+    from cosface.checkpoint import load_backbone
+
+    dev = _resolve_torch_device(device)
+    model, _, ckpt = load_backbone(path, dev)
+    return _torch_runner(model, dev), ModelInfo.from_checkpoint(ckpt)
+
+
+def _open_torchscript(path: Path, device: str) -> tuple[Runner, ModelInfo]:
+    import torch
+
+    dev = _resolve_torch_device(device)
+    extra = {TORCHSCRIPT_METADATA_FILE: ""}
+    try:
+        module = torch.jit.load(str(path), map_location=dev, _extra_files=extra)
+    except Exception as e:
+        raise CosfaceError(f"{path}: cannot load the TorchScript archive ({_first_line(e)})") from None
+    raw = extra[TORCHSCRIPT_METADATA_FILE]
+    try:
+        meta = json.loads(raw) if raw else {}
+    except json.JSONDecodeError:
+        raise CosfaceError(f"{path}: {TORCHSCRIPT_METADATA_FILE} inside the archive is not JSON") from None
+    info = ModelInfo.from_metadata(meta, str(path))
+    return _torch_runner(module.eval(), dev), info
+
+
+def _open_onnx(path: Path, device: str) -> tuple[Runner, ModelInfo]:
+    import onnxruntime as ort
+
+    providers = ["CPUExecutionProvider"]
+    has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
+    if device.startswith("cuda") and not has_cuda:
+        raise CosfaceError(f"device {device!r}: this onnxruntime has no CUDA execution provider (install onnxruntime-gpu)")
+    if device != "cpu" and has_cuda:
+        providers.insert(0, "CUDAExecutionProvider")
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3   # errors only: ORT's warnings about its own graph rewrites are not the user's
+    try:
+        session = ort.InferenceSession(str(path), opts, providers=providers)
+    except Exception as e:
+        raise CosfaceError(f"{path} is not a model file: no checkpoint or TorchScript header, and ONNX Runtime "
+                           f"cannot load it ({_first_line(e)})") from None
+    info = ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
+    inp = session.get_inputs()[0]
+    size = info.preprocessing.size
+    if len(inp.shape) != 4 or list(inp.shape[1:]) != [3, size, size]:
+        raise CosfaceError(f"{path}: the graph's input {inp.name} has shape {inp.shape}, but its metadata "
+                           f"says (N, 3, {size}, {size})")
+    name = inp.name
+    fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
+
+    def run(x: np.ndarray) -> np.ndarray:
+        if fixed is None:
+            return session.run(None, {name: x})[0]
+        # A fixed-batch export (the reference's deployment shape is batch 1): feed it in chunks.
+        outs = []
+        for s in range(0, len(x), fixed):
+            chunk = x[s:s + fixed]
+            n = len(chunk)
+            if n < fixed:
+                chunk = np.concatenate([chunk, np.zeros((fixed - n, *chunk.shape[1:]), chunk.dtype)])
+            outs.append(session.run(None, {name: chunk})[0][:n])
+        return np.concatenate(outs)
+
+    return run, info
+
+
+_OPENERS = {"checkpoint": _open_checkpoint, "torchscript": _open_torchscript, "onnx": _open_onnx}
+
+
+def open_model(path: str | os.PathLike, device: str = "auto") -> tuple[str, Runner, ModelInfo]:
+    """-> (kind, runner, info) for any model file; `device` is "auto" (CUDA when available), "cpu" or "cuda"."""
+    kind = model_kind(path)
+    runner, info = _OPENERS[kind](Path(path), device)
+    return kind, runner, info
+
+
+def _first_line(e: Exception) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return lines[0] if lines else e.__class__.__name__

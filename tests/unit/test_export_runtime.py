@@ -1,0 +1,234 @@
+"""Model files, metadata and the Embedder, on hand-built ONNX graphs whose outputs are known exactly.
+
+The graph is GlobalAveragePool + Flatten: it returns each channel's mean of the *normalised* input,
+so a constant-colour image (r, g, b) must embed to ((r - mean) / std, ...) in the channel order the
+metadata names. That pins down that images are prepared as the metadata says.
+"""
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+
+from cosface.errors import CosfaceError
+from cosface.export import export_model
+from cosface.inference import FALLBACK_THRESHOLD, Embedder, ModelInfo, infer_lfw, list_images, model_kind
+from cosface.preprocess import Preprocessing, resize
+
+INFO = ModelInfo(Preprocessing(), embedding_size=3, backbone="channel-means", num_classes=7, cosface_version="0.1.0")
+
+
+def pooling_onnx(path, meta: dict | None, batch="batch", size=112):
+    import onnx
+    from onnx import TensorProto, helper
+
+    graph = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["input"], ["pooled"]),
+         helper.make_node("Flatten", ["pooled"], ["embedding"])],
+        "pool",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [batch, 3])],
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    for k, v in (meta or {}).items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(path))
+    return path
+
+
+def solid(rgb, h=112, w=112):
+    return np.broadcast_to(np.array(rgb, np.uint8), (h, w, 3)).copy()
+
+
+def write_png(path, img):
+    from PIL import Image
+
+    Image.fromarray(img).save(path)
+    return path
+
+
+def test_features_follow_the_metadata_mean_std_and_channel_order(tmp_path):
+    rgb = (200, 100, 40)
+    plain = Embedder(pooling_onnx(tmp_path / "a.onnx", INFO.to_metadata()))
+    # (float32 pooling over 12,544 pixels: ~1e-5 of rounding)
+    np.testing.assert_allclose(plain.features(solid(rgb)[None]), [[72 / 128, -28 / 128, -88 / 128]], atol=1e-4)
+
+    meta = {**INFO.to_metadata(), "channel_order": "BGR", "mean": "100.0", "std": "50.0"}
+    bgr = Embedder(pooling_onnx(tmp_path / "b.onnx", meta))
+    assert bgr.preprocessing == Preprocessing(channel_order="BGR", mean=100.0, std=50.0)
+    np.testing.assert_allclose(bgr.features(solid(rgb)[None]), [[-60 / 50, 0.0, 100 / 50]], atol=1e-4)
+
+
+def test_embed_is_normalised_flip_concatenation_and_accepts_paths_arrays_pil(tmp_path):
+    from PIL import Image
+
+    emb = Embedder(pooling_onnx(tmp_path / "m.onnx", INFO.to_metadata()), batch_size=2)
+    img = np.random.default_rng(0).integers(0, 256, (112, 112, 3), dtype=np.uint8)
+    f = (img.reshape(-1, 3).mean(0) - 128) / 128   # channel means: the mirror gives the same f
+    want = np.concatenate([f, f]) / np.linalg.norm(np.concatenate([f, f]))
+    png = write_png(tmp_path / "x.png", img)
+    rows = emb.embed([str(png), img, Image.fromarray(img), png])
+    assert rows.shape == (4, 6) and rows.dtype == np.float32
+    np.testing.assert_allclose(rows, np.tile(want, (4, 1)), atol=1e-6)
+    assert emb.embed(img, flip=False).shape == (1, 3)
+    np.testing.assert_allclose(np.linalg.norm(emb.embed(img, flip=False)), 1.0, atol=1e-6)
+    assert emb.embed(np.stack([img, img])).shape == (2, 6)              # an NHWC array is a batch
+
+
+def test_similarity_of_known_colours(tmp_path):
+    emb = Embedder(pooling_onnx(tmp_path / "m.onnx", INFO.to_metadata()))
+    a, b = solid((255, 128, 128)), solid((128, 255, 128))    # features (127/128, 0, 0) and (0, 127/128, 0)
+    assert emb.similarity(a, a) == pytest.approx(1.0, abs=1e-6)
+    assert emb.similarity(a, b) == pytest.approx(0.0, abs=1e-6)
+    c = solid((255, 255, 128))
+    assert emb.similarity(a, c) == pytest.approx(2 ** -0.5, abs=1e-6)
+    np.testing.assert_allclose(emb.similarity([a, a], [b, c]), [0.0, 2 ** -0.5], atol=1e-6)
+    with pytest.raises(CosfaceError, match="as many images on each side"):
+        emb.similarity([a, a], [b])
+
+
+def test_threshold_from_metadata_else_documented_fallback(tmp_path):
+    ev = {"protocol": "reference", "mean": 0.95, "std": 0.01, "thresholds": [0.2, 0.3], "dataset": "lfw"}
+    info = ModelInfo(Preprocessing(), 3, "channel-means", 7, "0.1.0", threshold=0.25, evaluation=ev)
+    emb = Embedder(pooling_onnx(tmp_path / "t.onnx", info.to_metadata()))
+    assert emb.info == info                                   # the evaluation survives as JSON
+    value, source = emb.default_threshold()
+    assert value == 0.25 and "model metadata" in source and "2 fold thresholds" in source and "95.00 %" in source
+    a, b = solid((255, 128, 128)), solid((255, 255, 128))     # similarity 0.707
+    v = emb.verify(a, b)
+    assert v.same and v.threshold == 0.25
+    assert not emb.verify(a, b, threshold=0.8).same
+
+    bare = Embedder(pooling_onnx(tmp_path / "f.onnx", INFO.to_metadata()))
+    value, source = bare.default_threshold()
+    assert value == FALLBACK_THRESHOLD and source.startswith("fallback") and "no evaluation" in source
+
+
+def test_fixed_batch_graph_is_fed_in_chunks(tmp_path):
+    emb = Embedder(pooling_onnx(tmp_path / "one.onnx", INFO.to_metadata(), batch=1))
+    colours = [(i * 40, 255 - i * 40, 128) for i in range(5)]
+    got = emb.features(np.stack([solid(c) for c in colours]))
+    np.testing.assert_allclose(got, (np.array(colours) - 128) / 128, atol=1e-6)
+
+
+def test_wrong_size_image_is_resized_with_a_note(tmp_path, capsys):
+    emb = Embedder(pooling_onnx(tmp_path / "m.onnx", INFO.to_metadata()))
+    rng = np.random.default_rng(0)
+    big = rng.integers(0, 256, (150, 130, 3), dtype=np.uint8)
+    path = write_png(tmp_path / "big.png", big)
+    got = emb.embed([path, big])
+    err = capsys.readouterr().err
+    assert "2 of 2 image(s) are not 112x112" in err and "big.png (130x150)" in err and "image #1 (130x150)" in err
+    np.testing.assert_allclose(got, np.repeat(emb.embed(resize(big, 112)), 2, axis=0), atol=1e-6)
+    assert capsys.readouterr().err == ""                       # a right-sized image: no note
+
+
+def test_bad_images_name_the_file(tmp_path):
+    emb = Embedder(pooling_onnx(tmp_path / "m.onnx", INFO.to_metadata()))
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image at all")
+    with pytest.raises(CosfaceError, match=r"notes\.jpg: not an image"):
+        emb.embed([solid((1, 2, 3)), text])
+    with pytest.raises(CosfaceError, match="cannot read image .*missing.png"):
+        emb.embed(str(tmp_path / "missing.png"))
+    with pytest.raises(CosfaceError, match=r"image #0: arrays must be .* got float32 \(112, 112, 3\)"):
+        emb.embed(np.zeros((112, 112, 3), np.float32))
+    with pytest.raises(CosfaceError, match="image #0: expected a file path"):
+        emb.embed([42])
+
+
+def test_list_images_walks_directories_and_keeps_order(tmp_path):
+    (tmp_path / "d" / "sub").mkdir(parents=True)
+    for name in ("d/b.png", "d/a.jpg", "d/sub/c.PNG"):
+        write_png(tmp_path / name, solid((1, 2, 3)))
+    (tmp_path / "d" / "readme.txt").write_text("skip me")
+    single = write_png(tmp_path / "z.png", solid((1, 2, 3)))
+    got = list_images([single, tmp_path / "d"])
+    assert [p.relative_to(tmp_path).as_posix() for p in got] == ["z.png", "d/a.jpg", "d/b.png", "d/sub/c.PNG"]
+    with pytest.raises(CosfaceError, match="does not exist"):
+        list_images([tmp_path / "nope"])
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CosfaceError, match="holds no image files"):
+        list_images([tmp_path / "empty"])
+
+
+def test_foreign_onnx_names_the_missing_metadata(tmp_path):
+    with pytest.raises(CosfaceError, match="is not a cosface model: its metadata has none of the keys cosface_format"):
+        Embedder(pooling_onnx(tmp_path / "foreign.onnx", {"producer": "someone"}))
+    partial = {k: v for k, v in INFO.to_metadata().items() if k not in ("mean", "layout")}
+    with pytest.raises(CosfaceError, match="model metadata lacks mean, layout$"):
+        Embedder(pooling_onnx(tmp_path / "partial.onnx", partial))
+    with pytest.raises(CosfaceError, match="metadata std = 'wide' is not a number"):
+        Embedder(pooling_onnx(tmp_path / "bad.onnx", {**INFO.to_metadata(), "std": "wide"}))
+    with pytest.raises(CosfaceError, match="graph's input input has shape .* metadata says \\(N, 3, 96, 96\\)"):
+        Embedder(pooling_onnx(tmp_path / "size.onnx", {**INFO.to_metadata(), "input_size": "96"}))
+
+
+def test_files_are_told_apart_by_content_not_extension(tmp_path):
+    onnx_as_pt = pooling_onnx(tmp_path / "model.pt", INFO.to_metadata())
+    assert model_kind(onnx_as_pt) == "onnx"
+    ckpt = tmp_path / "model.onnx"
+    torch.save({"format": "cosface-checkpoint"}, ckpt)
+    assert model_kind(ckpt) == "checkpoint"
+    script = tmp_path / "script.onnx"
+    torch.jit.save(torch.jit.script(torch.nn.Identity()), str(script))
+    assert model_kind(script) == "torchscript"
+
+    with pytest.raises(CosfaceError, match=r"model\.onnx is a cosface training checkpoint, not an ONNX model; "
+                                           r"`cosface infer` runs ONNX exports"):
+        infer_lfw(ckpt, tmp_path)
+    with pytest.raises(CosfaceError, match=r"model\.pt is an ONNX model, not a cosface training checkpoint"):
+        export_model(onnx_as_pt, tmp_path / "out.onnx")
+    with pytest.raises(CosfaceError, match="script.onnx is not a cosface model: its metadata has none"):
+        Embedder(script)
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(b"hello, not a model")
+    with pytest.raises(CosfaceError, match="junk.bin is not a model file: .*ONNX Runtime cannot load it"):
+        Embedder(junk)
+    with pytest.raises(CosfaceError, match="does not exist"):
+        Embedder(tmp_path / "absent.onnx")
+
+
+class Halves(torch.nn.Module):
+    """(N, 3, H, W) -> (N, 2): mean red of the left half and of the right half; sees a mirror."""
+
+    def forward(self, x):
+        w = x.shape[3] // 2
+        return torch.stack([x[:, 0, :, :w].mean((1, 2)), x[:, 0, :, w:].mean((1, 2))], 1)
+
+
+def test_embed_row_is_image_then_mirror(tmp_path):
+    path = tmp_path / "halves.ts"
+    meta = {**INFO.to_metadata(), "embedding_size": "2", "backbone": "halves"}
+    torch.jit.save(torch.jit.script(Halves()), str(path), _extra_files={"cosface.json": json.dumps(meta)})
+    emb = Embedder(path, device="cpu")
+    img = solid((250, 0, 0))
+    img[:, 56:, 0] = 10
+    f, m = np.array([122, -118]) / 128, np.array([-118, 122]) / 128
+    want = np.concatenate([f, m]) / np.linalg.norm(np.concatenate([f, m]))
+    np.testing.assert_allclose(emb.embed(img)[0], want, atol=1e-6)
+    np.testing.assert_allclose(emb.embed(img, flip=False)[0], f / np.linalg.norm(f), atol=1e-6)
+
+
+def test_torchscript_metadata_is_read_from_its_extra_file(tmp_path):
+    class ChannelMeans(torch.nn.Module):
+        def forward(self, x):
+            return x.mean((2, 3))
+
+    path = tmp_path / "m.ts"
+    torch.jit.save(torch.jit.script(ChannelMeans()), str(path),
+                   _extra_files={"cosface.json": json.dumps({**INFO.to_metadata(), "channel_order": "BGR"})})
+    emb = Embedder(path, device="cpu")
+    assert emb.kind == "torchscript" and emb.info.num_classes == 7
+    np.testing.assert_allclose(emb.features(solid((200, 100, 40))[None]), [[-88 / 128, -28 / 128, 72 / 128]], atol=1e-6)
+
+
+def test_importing_cosface_is_light_and_onnx_runs_without_torch(tmp_path):
+    model = pooling_onnx(tmp_path / "m.onnx", INFO.to_metadata())
+    code = ("import sys, numpy as np, cosface; "
+            "heavy = [m for m in ('torch', 'onnxruntime') if m in sys.modules]; assert not heavy, heavy; "
+            f"e = cosface.Embedder({str(model)!r}).embed(np.zeros((112, 112, 3), np.uint8)); "
+            "assert e.shape == (1, 6); assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True)
