@@ -106,7 +106,7 @@ def restore_training_state(ckpt: dict, backbone, head, optimizer=None) -> None:
     backbone.load_state_dict(ckpt["backbone"])
     with torch.no_grad():
         for n, p in head.named_parameters():
-            p.copy_(head.scatter_rows(ckpt["head"][n].to(p.device)))
+            p.copy_(head.scatter_rows(ckpt["head"][n]).to(p.device))  # split on the CPU: never the whole table on a GPU
     if optimizer is None:
         return
     head_params = {id(p) for p in head.parameters()}
@@ -117,7 +117,7 @@ def restore_training_state(ckpt: dict, backbone, head, optimizer=None) -> None:
             raise CosfaceError(f"checkpoint optimizer state names unknown parameter {name!r}")
         p = by_name[name]
         optimizer.state[p] = {
-            k: (head.scatter_rows(v.to(p.device)) if id(p) in head_params and v.dim() == 2 else v.to(p.device))
+            k: (head.scatter_rows(v) if id(p) in head_params and v.dim() == 2 else v).to(p.device)
             for k, v in tensors.items()
         }
 

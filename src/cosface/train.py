@@ -71,6 +71,9 @@ class Trainer:
             (self.out / "classes.txt").write_text("".join(f"{n}\n" for n in self.class_names))
         rt.barrier()
 
+        if cfg.head.sample_rate < 1 and not rt.distributed:
+            self._say(f"note: head.sample_rate = {cfg.head.sample_rate} applies to the class-sharded head of "
+                      f"multi-process runs; one process uses every class centre")
         torch.manual_seed(cfg.train.seed)
         backbone = build_backbone(cfg.model.backbone, embedding_size=cfg.model.embedding_size,
                                   input_size=cfg.model.input_size).to(rt.device)
@@ -258,6 +261,7 @@ class Trainer:
         if not lfw or not self.rt.is_main:
             return None
         from cosface.evaluation import evaluate_lfw, torch_embed_fn
+        from cosface.evaluation.protocol import best_threshold
 
         self.backbone.eval()
         try:
@@ -270,7 +274,10 @@ class Trainer:
         self._log({"type": "eval", "epoch": epoch, "global_step": self.global_step, "protocol": report.protocol,
                    "lfw_mean": report.mean, "lfw_std": report.std, "lfw_folds": list(report.folds)})
         return {"protocol": report.protocol, "mean": report.mean, "std": report.std,
-                "thresholds": [float(t) for t in report.thresholds], "dataset": str(lfw)}
+                "thresholds": [float(t) for t in report.thresholds], "dataset": str(lfw),
+                # For `cosface verify`: chosen on the same plain flip-concatenated cosine it computes
+                # (the protocol's own thresholds assume a fold mean subtracted first).
+                "verify_threshold": best_threshold(report.scores, report.issame)}
 
     def _prune(self) -> None:
         keep = self.cfg.checkpoint.keep_last
@@ -283,11 +290,13 @@ class Trainer:
         if resume is None:
             return None
         if resume == "auto":
-            found = list_checkpoints(self.ckpt_dir)
-            if not found:
+            # Rank 0 chooses, so every rank loads the same file even if a save was in flight.
+            found = list_checkpoints(self.ckpt_dir) if self.rt.is_main else []
+            chosen = self.rt.broadcast_object(str(found[-1]) if found else None)
+            if chosen is None:
                 self._say(f"--resume auto: no checkpoint in {self.ckpt_dir}; starting from scratch")
                 return None
-            path = found[-1]
+            path = Path(chosen)
         else:
             path = Path(resume)
         self.resumed_from = path

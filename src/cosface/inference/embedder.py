@@ -149,13 +149,18 @@ class Embedder:
     def default_threshold(self) -> tuple[float, str]:
         """(threshold, where it came from).
 
-        With an evaluation it is the mean of the reference protocol's 10 fold thresholds. The protocol
-        chose them on scores of features with the validation folds' mean subtracted; a single pair has
-        no such mean, so `similarity` scores plain flip-concatenated features and the threshold is an
-        approximation (exact only when the mean feature is near zero).
+        A checkpoint evaluated during training carries the best threshold for exactly this similarity
+        (plain flip-concatenated cosine) over all pairs of its LFW evaluation. Older evaluations only
+        have the reference protocol's fold thresholds, chosen on features with the validation folds'
+        mean subtracted, which a single pair does not have: their mean is then an approximation
+        (exact only when the mean feature is near zero).
         """
         ev = self.info.evaluation
         where = "the checkpoint" if self.kind == "checkpoint" else "the model metadata"
+        if self.info.threshold is not None and ev and ev.get("verify_threshold") is not None:
+            data = f" on {ev['dataset']}" if ev.get("dataset") else ""
+            return self.info.threshold, (f"{where}: best threshold for this similarity over all pairs of its "
+                                         f"LFW evaluation{data} (reference-protocol mean accuracy {100 * ev['mean']:.2f} %)")
         if self.info.threshold is not None:
             folds = len(ev["thresholds"]) if ev and ev.get("thresholds") else "the"
             acc = f", mean accuracy {100 * ev['mean']:.2f} %" if ev and "mean" in ev else ""

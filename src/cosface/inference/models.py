@@ -39,16 +39,21 @@ class ModelInfo:
     backbone: str
     num_classes: int
     cosface_version: str
-    threshold: float | None = None      # mean of the evaluation's fold thresholds (reference protocol)
+    threshold: float | None = None      # from the evaluation: see from_checkpoint
     evaluation: dict | None = None      # the checkpoint's evaluation: protocol, mean, std, thresholds, dataset
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> "ModelInfo":
         model = ckpt["config"]["model"]
         ev = ckpt.get("evaluation")
-        # Only the reference protocol's thresholds are cosines of flip-concatenated features.
-        threshold = (float(np.mean(ev["thresholds"]))
-                     if ev and ev.get("protocol") == "reference" and ev.get("thresholds") else None)
+        # The trainer stores a threshold chosen on plain flip-concatenated cosines (what `similarity`
+        # computes); otherwise the mean of the reference protocol's fold thresholds approximates it.
+        if ev and ev.get("verify_threshold") is not None:
+            threshold = float(ev["verify_threshold"])
+        elif ev and ev.get("protocol") == "reference" and ev.get("thresholds"):
+            threshold = float(np.mean(ev["thresholds"]))
+        else:
+            threshold = None
         return cls(preprocessing=Preprocessing.from_dict(ckpt["preprocessing"]),
                    embedding_size=int(model["embedding_size"]), backbone=str(model["backbone"]),
                    num_classes=int(ckpt["num_classes"]), cosface_version=__version__,
