@@ -71,12 +71,13 @@ def test_onnx_export_is_one_file_with_metadata_and_matches_eager(run):
     assert all(t.data_location != onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param          # symbolic batch
     ev = load_checkpoint(run["ckpt"])["evaluation"]
+    assert ev["protocol"] == "reference" and -1 <= ev["verify_threshold"] <= 1
     meta = {p.key: p.value for p in model.metadata_props}
     assert meta == {
         "cosface_format": "1", "cosface_version": __version__, "backbone": "mobilefacenet",
         "embedding_size": "128", "num_classes": "4", "input_size": "112", "channel_order": "RGB",
         "mean": "128.0", "std": "128.0", "layout": "NCHW",
-        "threshold": repr(float(np.mean(ev["thresholds"]))), "evaluation": json.dumps(ev),
+        "threshold": repr(float(ev["verify_threshold"])), "evaluation": json.dumps(ev),
     }
     emb = Embedder(r.path, device="cpu")
     for n in (1, 3):                                                            # the batch axis is free
@@ -152,8 +153,8 @@ def test_embed_and_verify_on_synthetic_files(run, capsys, tmp_path):
     sims = {float(v["similarity"].split()[0]) for v in lines.values()}
     assert max(sims) - min(sims) <= 2e-4
     ckpt_threshold = lines[run["ckpt"]]["threshold"]
-    assert "from the checkpoint: mean of 10 fold thresholds of its LFW evaluation" in ckpt_threshold
-    assert "from the model metadata: mean of 10 fold thresholds" in lines[run["onnx"].path]["threshold"]
+    assert "from the checkpoint: best threshold for this similarity over all pairs of its LFW evaluation" in ckpt_threshold
+    assert "from the model metadata: best threshold for this similarity" in lines[run["onnx"].path]["threshold"]
     sim, threshold = sims.pop(), float(ckpt_threshold.split()[0])
     want = "same person" if sim > threshold else "different people"
     assert all(v["verdict"].strip() == want for v in lines.values())
