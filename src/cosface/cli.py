@@ -24,6 +24,7 @@ COMMANDS = [
     "verify",
     "pack",
     "unpack",
+    "synth",
 ]
 
 
