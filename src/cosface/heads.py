@@ -6,36 +6,17 @@ checkpoint code uses so a head is always saved whole.
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from cosface.errors import CosfaceError
 from cosface.losses import cosface_logits, normalized_cosines
+from cosface.registry import Registry
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_head(name: str):
-    def deco(cls):
-        if name in _REGISTRY:
-            raise ValueError(f"head {name!r} registered twice")
-        _REGISTRY[name] = cls
-        return cls
-
-    return deco
-
-
-def available_heads() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def head_class(name: str):
-    if name not in _REGISTRY:
-        raise CosfaceError(f"unknown head type {name!r}; available: {', '.join(available_heads())}")
-    return _REGISTRY[name]
+HEADS: Registry = Registry("head type")
+register_head = HEADS.register
+available_heads = HEADS.names
+head_class = HEADS.get
 
 
 @register_head("cosface")

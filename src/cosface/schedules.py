@@ -6,30 +6,20 @@ from __future__ import annotations
 
 import bisect
 import math
-from typing import Callable
 
 from cosface.config import ScheduleConfig
+from cosface.registry import Registry
 
-_REGISTRY: dict[str, Callable[[ScheduleConfig, float, float, int], float]] = {}
-
-
-def register_schedule(name: str):
-    def deco(fn):
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
-
-
-def available_schedules() -> list[str]:
-    return sorted(_REGISTRY)
+SCHEDULES: Registry = Registry("schedule")
+register_schedule = SCHEDULES.register
+available_schedules = SCHEDULES.names
 
 
 def learning_rate(cfg: ScheduleConfig, base_lr: float, epoch: float, total_epochs: int) -> float:
     """Rate at `epoch` (e.g. 3.25 = a quarter into the fourth epoch), warm-up included."""
     if cfg.warmup_epochs > 0 and epoch < cfg.warmup_epochs:
         return base_lr * epoch / cfg.warmup_epochs
-    return _REGISTRY[cfg.name](cfg, base_lr, epoch, total_epochs)
+    return SCHEDULES.get(cfg.name)(cfg, base_lr, epoch, total_epochs)
 
 
 @register_schedule("constant")

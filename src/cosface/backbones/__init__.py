@@ -1,33 +1,17 @@
 """Backbone registry: `build_backbone(name, **kwargs)`; families register themselves on import."""
 from __future__ import annotations
 
-from typing import Callable
-
 import torch.nn as nn
 
-from cosface.errors import CosfaceError
+from cosface.registry import Registry
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register_backbone(name: str):
-    def deco(fn):
-        if name in _REGISTRY:
-            raise ValueError(f"backbone {name!r} registered twice")
-        _REGISTRY[name] = fn
-        return fn
-
-    return deco
-
-
-def available_backbones() -> list[str]:
-    return sorted(_REGISTRY)
+BACKBONES: Registry = Registry("backbone")
+register_backbone = BACKBONES.register
+available_backbones = BACKBONES.names
 
 
 def build_backbone(name: str, **kwargs) -> nn.Module:
-    if name not in _REGISTRY:
-        raise CosfaceError(f"unknown backbone {name!r}; available: {', '.join(available_backbones())}")
-    return _REGISTRY[name](**kwargs)
+    return BACKBONES.get(name)(**kwargs)
 
 
 # Importing a family module registers its backbones.
