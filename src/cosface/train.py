@@ -307,12 +307,16 @@ class Trainer:
         if ckpt["num_classes"] != num_classes or list(ckpt["class_names"]) != self.class_names:
             raise CosfaceError(f"checkpoint {self.resumed_from} was trained on {ckpt['num_classes']} classes, but "
                                f"{self.cfg.data.path} has {num_classes} (or other class names); it cannot resume here")
-        for section in ("model", "head"):
-            a, b = getattr(old, section), getattr(self.cfg, section)
-            if a != b:
-                diff = [k for k in a.__dataclass_fields__ if getattr(a, k) != getattr(b, k)]
-                raise CosfaceError(f"checkpoint {self.resumed_from} does not fit this config: "
-                                   + ", ".join(f"{section}.{k} is {getattr(a, k)!r} there, {getattr(b, k)!r} here" for k in diff))
+        # The architecture must match; training policy (margin, scale, sampling, lr...) may change.
+        fixed = [(f"model.{k}", getattr(old.model, k), getattr(self.cfg.model, k)) for k in old.model.__dataclass_fields__]
+        fixed.append(("head.type", old.head.type, self.cfg.head.type))
+        diff = [f"{key} is {a!r} there, {b!r} here" for key, a, b in fixed if a != b]
+        if diff:
+            raise CosfaceError(f"checkpoint {self.resumed_from} does not fit this config: " + ", ".join(diff))
+        changed = [f"head.{k} {getattr(old.head, k)!r} -> {getattr(self.cfg.head, k)!r}"
+                   for k in old.head.__dataclass_fields__ if getattr(old.head, k) != getattr(self.cfg.head, k)]
+        if changed:
+            self._say(f"note: resuming with a changed head policy: {', '.join(changed)}")
         if "epoch_samples" not in ckpt or "optimizer" not in ckpt or "rng" not in ckpt:
             raise CosfaceError(f"checkpoint {self.resumed_from} holds no training state to resume from")
 
