@@ -87,7 +87,12 @@ class BatchDataset(torch.utils.data.Dataset):
     def __getitem__(self, item):
         indices, flips = item
         n = len(self.source)
-        images = np.empty((len(indices), self.image_size, self.image_size, 3), dtype=np.uint8)
+        batch = torch.empty((len(indices), self.image_size, self.image_size, 3), dtype=torch.uint8)
+        if torch.utils.data.get_worker_info() is not None:
+            # Decode straight into shared memory: the batch then reaches the main process as a handle,
+            # not as a second copy of every pixel.
+            batch.share_memory_()
+        images = batch.numpy()
         used = np.empty(len(indices), dtype=np.int64)
         bad: list[str] = []
         for k, i in enumerate(indices):
@@ -103,7 +108,7 @@ class BatchDataset(torch.utils.data.Dataset):
             else:
                 raise RuntimeError("no readable image in the whole dataset")
         return {
-            "images": torch.from_numpy(images),                 # (B, H, W, 3) uint8
+            "images": batch,                                    # (B, H, W, 3) uint8
             "labels": self.labels[torch.from_numpy(used)],      # (B,)
             "flips": torch.from_numpy(np.asarray(flips, dtype=bool)),  # (B,)
             "bad": list(dict.fromkeys(bad)),
