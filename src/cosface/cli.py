@@ -25,6 +25,7 @@ COMMANDS = [
     "pack",
     "unpack",
     "synth",
+    "demo",
 ]
 
 

@@ -22,18 +22,12 @@ def run(args) -> int:
     from cosface.config import load_config
     from cosface.train import train
 
-    overrides = list(args.overrides)
-    if args.data:
-        overrides.append(f"data.path={_quote(args.data)}")
-    if args.lfw:
-        overrides.append(f"eval.lfw={_quote(args.lfw)}")
-    cfg = load_config(args.config, overrides)
+    cfg = load_config(args.config, args.overrides)
+    paths = {"data.path": args.data, "eval.lfw": args.lfw}
+    cfg = cfg.replace(**{k: v for k, v in paths.items() if v})
     out = Path(args.out) if args.out else Path("runs") / (Path(args.config).stem if args.config else "default")
     result = train(cfg, out, resume=args.resume, progress=not args.no_progress)
     if result.last_checkpoint is not None:
         print(f"done: {result.global_step} steps; last checkpoint {result.last_checkpoint}")
     return 0
 
-
-def _quote(path: str) -> str:
-    return '"' + path.replace("\\", "\\\\").replace('"', '\\"') + '"'

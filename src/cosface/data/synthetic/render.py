@@ -48,7 +48,7 @@ class Nuisances:
     tint: float = 0.05                    # per-channel colour cast either way
     gradient: float = 0.4                 # strongest brightness change from centre to edge
     blur: float = 0.4                     # probability of a blurred image
-    gray: float = 0.1                     # probability of a grayscale image
+    gray: float = 0.05                    # probability of a grayscale image
     quality: tuple = (40, 95)             # JPEG quality
 
     def __post_init__(self):

@@ -27,7 +27,7 @@ from cosface.data.synthetic.render import NUISANCES, SIZE, Nuisances, render
 from cosface.errors import CosfaceError
 
 # Bump whenever the same seed would produce different files.
-GENERATOR_VERSION = "1"
+GENERATOR_VERSION = "2"
 
 TRAIN_DIR = "train"
 LFW_DIR = "lfw"
