@@ -10,11 +10,9 @@ LOCAL_TORCH ?= torch==2.13.0
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install -q --upgrade pip >/dev/null 2>&1 || true
-	@if $(PY) -m pip download -q --no-deps --no-index -d /tmp/cosface-torch-probe $(LOCAL_TORCH) >/dev/null 2>&1; then \
-		echo "installing local CPU torch wheel ($(LOCAL_TORCH))"; \
-		$(PY) -m pip install -q --no-index $(LOCAL_TORCH) 2>/dev/null || $(PY) -m pip install -q $(LOCAL_TORCH); \
-	fi
+	@$(PY) -m pip install -q --no-index $(LOCAL_TORCH) >/dev/null 2>&1 \
+		&& echo "installed the local CPU torch wheel ($(LOCAL_TORCH))" \
+		|| echo "no local $(LOCAL_TORCH) wheel here; pip resolves torch>=2.3"
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 

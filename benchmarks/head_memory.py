@@ -3,7 +3,7 @@ replicated on every rank (plain data parallelism, as the reference), class-shard
 sharded with Partial FC sampling. fp32 centres, gradient, SGD momentum, and the step's logits.
 
 The figures come from cosface.parallel.memory (checked against real tensors by
-tests/dist/test_head_memory.py). With --measure on a GPU, each row is also run for real: one rank's
+tests/distributed/test_head_memory.py). With --measure on a GPU, each row is also run for real: one rank's
 share (its centres, the global batch, labels spread over all N ranks' classes) trains two steps with
 the trainer's optimizer, and the peak of torch.cuda.max_memory_allocated is printed beside the
 estimate. Rows that would not fit in free GPU memory are left unmeasured.

@@ -5,7 +5,7 @@ embeddings against them. A class-sharded head holds ceil(C / N) centres and scor
 embeddings of the global batch against them (or, with Partial FC, against a sample of them): the
 logit matrix per rank is the same size as the replicated head's until sampling shrinks it, while the
 centres, their gradient and their momentum shrink N-fold. Checked against real tensors in
-tests/dist/test_head_memory.py and, on a GPU, by benchmarks/head_memory.py --measure.
+tests/distributed/test_head_memory.py and, on a GPU, by benchmarks/head_memory.py --measure.
 """
 from __future__ import annotations
 
