@@ -32,6 +32,7 @@ class TrainResult:
     last_checkpoint: Path | None
     final_loss: float
     images_per_s: float
+    report: object | None = None     # the last save's LFW evaluation (cosface.evaluation Report), if any
 
 
 def train(cfg: Config, out_dir: str | Path, resume: str | None = None, progress: bool = True) -> TrainResult:
@@ -53,6 +54,7 @@ class Trainer:
         self.prep = Preprocessing(size=cfg.model.input_size)
         self.bad_seen: set[str] = set()
         self.last_checkpoint: Path | None = None
+        self.last_report = None
 
     # ---- setup -------------------------------------------------------------------------------
     def run(self, resume: str | None) -> TrainResult:
@@ -126,7 +128,8 @@ class Trainer:
             start_step = 0
             if self._save_due(epoch + 1):
                 self._save(epoch=epoch + 1, epoch_samples=0, last_loss=loss, eval_due=True)
-        return TrainResult(self.out, cfg.train.epochs, self.global_step, self.last_checkpoint, loss, ips)
+        return TrainResult(self.out, cfg.train.epochs, self.global_step, self.last_checkpoint, loss, ips,
+                           self.last_report)
 
     # ---- one epoch ---------------------------------------------------------------------------
     def _train_epoch(self, loader, epoch: int, start_step: int) -> tuple[float, float]:
@@ -273,6 +276,7 @@ class Trainer:
                   f"(std {100 * report.std:.2f})")
         self._log({"type": "eval", "epoch": epoch, "global_step": self.global_step, "protocol": report.protocol,
                    "lfw_mean": report.mean, "lfw_std": report.std, "lfw_folds": list(report.folds)})
+        self.last_report = report
         return {"protocol": report.protocol, "mean": report.mean, "std": report.std,
                 "thresholds": [float(t) for t in report.thresholds], "dataset": str(lfw),
                 # For `cosface verify`: chosen on the same plain flip-concatenated cosine it computes
