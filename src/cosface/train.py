@@ -121,13 +121,15 @@ class Trainer:
                   f"{num_classes} classes, {rt.world_size} process(es) on {rt.device}; global batch {plan.global_batch}, "
                   f"{plan.steps_per_epoch} steps/epoch, epochs {start_epoch + 1}..{cfg.train.epochs}")
 
+        if start_epoch >= cfg.train.epochs:
+            self._say(f"nothing to train: the checkpoint already holds {start_epoch} of train.epochs = {cfg.train.epochs}")
         loss = float("nan")
         ips = 0.0
         for epoch in range(start_epoch, cfg.train.epochs):
             loss, ips = self._train_epoch(loader, epoch, start_step)
             start_step = 0
             if self._save_due(epoch + 1):
-                self._save(epoch=epoch + 1, epoch_samples=0, last_loss=loss, eval_due=True)
+                self._save(epoch=epoch + 1, epoch_samples=0, eval_due=True)
         return TrainResult(self.out, cfg.train.epochs, self.global_step, self.last_checkpoint, loss, ips,
                            self.last_report)
 
@@ -177,7 +179,7 @@ class Trainer:
             every = cfg.checkpoint.save_every_steps
             if every and self.global_step % every == 0 and start_step + epoch_steps < plan.steps_per_epoch:
                 self._save(epoch=epoch, epoch_samples=(start_step + epoch_steps) * plan.global_batch,
-                           last_loss=None, eval_due=False)
+                           eval_due=False)
         if bar is not None:
             bar.close()
         elapsed = time.perf_counter() - t_epoch
@@ -241,7 +243,7 @@ class Trainer:
         on_cadence = epochs_done >= c.save_start_epoch and (epochs_done - c.save_start_epoch) % c.save_every_epochs == 0
         return on_cadence or epochs_done == self.cfg.train.epochs
 
-    def _save(self, epoch: int, epoch_samples: int, last_loss: float | None, eval_due: bool) -> None:
+    def _save(self, epoch: int, epoch_samples: int, eval_due: bool) -> None:
         state = training_state(self.backbone, self.head, self.optimizer)  # collective: all ranks
         evaluation = self._evaluate(epoch) if eval_due else None
         if self.rt.is_main:
