@@ -10,9 +10,10 @@ LOCAL_TORCH ?= torch==2.13.0
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	@$(PY) -m pip install -q --no-index $(LOCAL_TORCH) >/dev/null 2>&1 \
-		&& echo "installed the local CPU torch wheel ($(LOCAL_TORCH))" \
-		|| echo "no local $(LOCAL_TORCH) wheel here; pip resolves torch>=2.3"
+	@if $(PY) -m pip install -q --no-index --no-deps $(LOCAL_TORCH) >/dev/null 2>&1; then \
+		echo "installed the local CPU torch wheel ($(LOCAL_TORCH)); adding its dependencies"; \
+		$(PY) -m pip install -q $(LOCAL_TORCH); \
+	else echo "no local $(LOCAL_TORCH) wheel here; pip resolves torch>=2.3"; fi
 	$(PY) -m pip install -q -e '.[test]'
 	touch $@
 
