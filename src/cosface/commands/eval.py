@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import json
-import sys
+
+from cosface.commands.report_options import add_report_options, print_reports
 
 EPILOG = """\
   cosface eval --ckpt CKPT --lfw DIR [--features-out F.mat] [--plot ROC.png] [--json]
@@ -34,13 +34,7 @@ def add_parser(subparsers) -> None:
     what.add_argument("--features", metavar="FILE.mat", help="pair features in the reference's .mat layout")
     p.add_argument("--protocol", choices=["insightface", "reference"],
                    help="protocol for --bin sets (default: insightface)")
-    p.add_argument("--features-out", metavar="FILE.mat", help="with --lfw: save the pair features (reference layout)")
-    p.add_argument("--plot", metavar="FILE.png", help="write the ROC curve(s) to a PNG")
-    p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of tables")
-    p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass (default 64)")
-    p.add_argument("--workers", type=int, metavar="N", help="image decoding threads (default: up to 8)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
-    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    add_report_options(p, device_help="auto (CUDA when available), cpu or cuda")
     p.set_defaults(func=run, _parser=p)
 
 
@@ -55,7 +49,7 @@ def run(args: argparse.Namespace) -> int:
     if args.protocol and not args.bin:
         parser.error("--protocol applies to --bin sets (LFW folders and .mat features use the reference protocol)")
 
-    from cosface.evaluation import checkpoint_embed_fn, evaluate_bin, evaluate_lfw, evaluate_mat, plot_roc
+    from cosface.evaluation import checkpoint_embed_fn, evaluate_bin, evaluate_lfw, evaluate_mat
 
     opts = dict(batch_size=args.batch_size, progress=not args.no_progress, workers=args.workers)
     if args.features:
@@ -69,14 +63,5 @@ def run(args: argparse.Namespace) -> int:
             protocol = args.protocol or "insightface"
             reports = {b: evaluate_bin(embed_fn, b, protocol_name=protocol, size=prep.size, **opts) for b in args.bin}
 
-    if args.features_out:
-        print(f"pair features written to {args.features_out}", file=sys.stderr)
-    if args.plot:
-        plot_roc({f"{name} ({r.protocol})": r.roc() for name, r in reports.items()}, args.plot)
-        print(f"ROC curve written to {args.plot}", file=sys.stderr)
-    if args.json:
-        dicts = {name: r.to_json_dict() for name, r in reports.items()}
-        print(json.dumps(dicts if len(dicts) > 1 else next(iter(dicts.values())), indent=2))
-    else:
-        print("\n\n".join(r.format() for r in reports.values()))
+    print_reports(args, reports)
     return 0
