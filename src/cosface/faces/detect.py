@@ -77,7 +77,7 @@ def get_detector(name: str = "retinaface", **options) -> Callable:
 
 def read_photo(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray:
     """A photo file at full resolution -> (H, W, 3) uint8 RGB, turned upright as its EXIF orientation says."""
-    from PIL import Image, ImageOps
+    from PIL import Image, ImageOps, UnidentifiedImageError
 
     if data is None:
         try:
@@ -103,6 +103,8 @@ def read_photo(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray
             return np.asarray(im, dtype=np.uint8)
     except CosfaceError:
         raise
+    except UnidentifiedImageError:
+        raise CosfaceError(f"{path}: not an image in a known format") from None
     except Exception as e:   # Pillow raises many types for broken files; all mean "not a usable image"
         raise CosfaceError(f"{path}: not a decodable image ({type(e).__name__}: {e})") from None
 
