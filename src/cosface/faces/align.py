@@ -112,22 +112,26 @@ def warp(image: np.ndarray, matrix, out_w: int, out_h: int) -> np.ndarray:
     sy = inv[1, 0] * xs + inv[1, 1] * ys + inv[1, 2]
     x0 = np.floor(sx)
     y0 = np.floor(sy)
-    fx = (sx - x0)[..., None]
-    fy = (sy - y0)[..., None]
+    fx = (sx - x0).astype(np.float32).reshape(-1, 1)
+    fy = (sy - y0).astype(np.float32).reshape(-1, 1)
     x0 = x0.astype(np.int64)
     y0 = y0.astype(np.int64)
-    # A zero-padded copy lets every neighbour be gathered without per-pixel bounds checks: indices are
-    # shifted by one and clipped into the padding, which is black.
-    pad = np.zeros((h + 2, w + 2, c), dtype=np.float32)
-    pad[1:-1, 1:-1] = img
-    xa = np.clip(x0 + 1, 0, w + 1)
-    xb = np.clip(x0 + 2, 0, w + 1)
-    ya = np.clip(y0 + 1, 0, h + 1)
-    yb = np.clip(y0 + 2, 0, h + 1)
-    top = pad[ya, xa] * (1 - fx) + pad[ya, xb] * fx
-    bottom = pad[yb, xa] * (1 - fx) + pad[yb, xb] * fx
+    # Only the source window the output reaches is copied, with a one-pixel black frame: every neighbour is
+    # then gathered without per-pixel bounds checks (indices clipped into the frame read black).
+    wx0, wx1 = int(np.clip(x0.min(), 0, w)), int(np.clip(x0.max() + 2, 0, w))
+    wy0, wy1 = int(np.clip(y0.min(), 0, h)), int(np.clip(y0.max() + 2, 0, h))
+    ww, wh = wx1 - wx0, wy1 - wy0
+    pad = np.zeros((wh + 2, ww + 2, c), dtype=np.float32)
+    pad[1:-1, 1:-1] = img[wy0:wy1, wx0:wx1]
+    flat = pad.reshape(-1, c)
+    xa = np.clip(x0 - wx0 + 1, 0, ww + 1).reshape(-1)
+    xb = np.clip(x0 - wx0 + 2, 0, ww + 1).reshape(-1)
+    ya = np.clip(y0 - wy0 + 1, 0, wh + 1).reshape(-1) * (ww + 2)
+    yb = np.clip(y0 - wy0 + 2, 0, wh + 1).reshape(-1) * (ww + 2)
+    top = flat[ya + xa] * (1 - fx) + flat[ya + xb] * fx
+    bottom = flat[yb + xa] * (1 - fx) + flat[yb + xb] * fx
     out = top * (1 - fy) + bottom * fy
-    out = np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    out = np.clip(np.rint(out), 0, 255).astype(np.uint8).reshape(out_h, out_w, c)
     return out[:, :, 0] if gray else out
 
 
