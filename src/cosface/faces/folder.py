@@ -102,7 +102,7 @@ def centre_crop(image: np.ndarray, size: int) -> np.ndarray:
     x1, y1 = max(0, round(w / 16 - 22)), max(0, round(h / 16 - 22))
     x2, y2 = min(w, round(w - w / 16 + 22)), min(h, round(h - h / 16 + 22))
     crop = np.ascontiguousarray(image[y1:y2, x1:x2])
-    return np.asarray(Image.fromarray(crop).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    return np.asarray(Image.fromarray(crop).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def write_atomic(path: Path, data: bytes) -> None:
