@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cosface.config import load_config
+from cosface.optional import check
 
 
 @dataclass
@@ -37,6 +38,8 @@ def run_demo(out: str | Path, *, identities: int = 260, images_per_identity: int
     from cosface.inference import infer_lfw
     from cosface.train import train
 
+    # The last step exports to ONNX and runs it: say now, not after the training, if that cannot work.
+    check("onnx", "onnxscript", "onnxruntime", purpose="the demo's last step, ONNX export and ONNX Runtime")
     out = Path(out)
     seconds = {}
     t = time.perf_counter()

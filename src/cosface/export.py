@@ -31,6 +31,7 @@ import torch
 
 from cosface.errors import CosfaceError
 from cosface.inference import TORCHSCRIPT_METADATA_FILE, Embedder, ModelInfo, require_kind
+from cosface.optional import check, require
 from cosface.preprocess import normalize
 
 FORMATS = ("onnx", "torchscript")
@@ -70,6 +71,8 @@ def export_model(ckpt_path: str | os.PathLike, out: str | os.PathLike, *, fmt: s
         raise CosfaceError(f"--batch must be 'dynamic' or a positive integer, got {batch}")
     if not tolerance > 0:
         raise CosfaceError(f"tolerance must be > 0, got {tolerance}")
+    if fmt == "onnx":   # the exporter, and ONNX Runtime for the parity check
+        check("onnx", "onnxscript", "onnxruntime", purpose="ONNX export")
     require_kind(ckpt_path, "checkpoint", "export reads the training checkpoint (a .pt from `cosface train`)")
     out = Path(out)
     if out.is_dir():
@@ -139,7 +142,8 @@ def _quiet_exporter():
 
 def export_onnx(model, example: torch.Tensor, path: Path, info: ModelInfo, *, dynamic: bool, opset: int | None) -> int:
     """Write an eval-mode module to `path` as ONNX with `info` in its metadata; returns the opset. No parity check."""
-    import onnx
+    onnx = require("onnx", purpose="ONNX export")
+    require("onnxscript", purpose="ONNX export")   # torch's dynamo exporter needs it; fail with the extra named
 
     dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic else None
     try:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from cosface.commands.report_options import add_report_options, print_reports
+from cosface.commands.report_options import add_report_options, check_extras, print_reports
 
 EPILOG = """\
   cosface eval --ckpt CKPT --lfw DIR [--features-out F.mat] [--plot ROC.png] [--json]
@@ -48,6 +48,7 @@ def run(args: argparse.Namespace) -> int:
         parser.error("--features-out goes with --lfw")
     if args.protocol and not args.bin:
         parser.error("--protocol applies to --bin sets (LFW folders and .mat features use the reference protocol)")
+    check_extras(args)
 
     from cosface.evaluation import checkpoint_embed_fn, evaluate_bin, evaluate_lfw, evaluate_mat
 

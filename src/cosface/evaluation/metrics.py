@@ -69,7 +69,9 @@ def roc_curve(scores: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, np.nd
 def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike) -> None:
     """Write a PNG with one ROC curve per entry of {label: (far, tar)}, FAR on a log axis."""
     # A bare Figure renders with Agg and leaves pyplot's global state (and backend) alone.
-    from matplotlib.figure import Figure
+    from cosface.optional import require
+
+    Figure = require("matplotlib.figure", purpose="ROC plots").Figure
 
     fig = Figure(figsize=(6, 5))
     ax = fig.subplots()
