@@ -155,6 +155,7 @@ def export_onnx(model, example: torch.Tensor, path: Path, info: ModelInfo, *, dy
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         raise CosfaceError(f"ONNX export failed{f' at opset {opset}' if opset else ''}: "
                            f"{lines[0] if lines else e.__class__.__name__}") from None
+    assert program is not None   # dynamo=True always returns the program
     proto = program.model_proto
     written = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     if opset is not None and written != opset:

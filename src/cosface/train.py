@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -23,6 +24,9 @@ from cosface.parallel import Runtime, setup_runtime
 from cosface.preprocess import Preprocessing, normalize
 from cosface.schedules import learning_rate
 
+if TYPE_CHECKING:
+    from cosface.evaluation import Report
+
 
 @dataclass
 class TrainResult:
@@ -32,7 +36,7 @@ class TrainResult:
     last_checkpoint: Path | None
     final_loss: float
     images_per_s: float
-    report: object | None = None     # the last save's LFW evaluation (cosface.evaluation Report), if any
+    report: Report | None = None     # the last save's LFW evaluation (cosface.evaluation Report), if any
 
 
 def train(cfg: Config, out_dir: str | Path, resume: str | None = None, progress: bool = True) -> TrainResult:
@@ -54,7 +58,7 @@ class Trainer:
         self.prep = Preprocessing(size=cfg.model.input_size)
         self.bad_seen: set[str] = set()
         self.last_checkpoint: Path | None = None
-        self.last_report = None
+        self.last_report: Report | None = None
 
     # ---- setup -------------------------------------------------------------------------------
     def run(self, resume: str | None) -> TrainResult:
@@ -81,7 +85,7 @@ class Trainer:
                                   input_size=cfg.model.input_size).to(rt.device)
         head = rt.build_head(cfg.head, num_classes, cfg.model.embedding_size).to(rt.device)
         if cfg.train.channels_last:
-            backbone = backbone.to(memory_format=torch.channels_last)
+            backbone = backbone.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
         self.backbone, self.head = backbone, head
 
         params = list(backbone.parameters()) + list(head.parameters())
@@ -110,7 +114,7 @@ class Trainer:
                 start_epoch, start_step = start_epoch + 1, 0
             self._say(f"resumed from {self.resumed_from} (epoch {start_epoch + 1}, step {start_step}, global step {self.global_step})")
 
-        self.model = rt.wrap_backbone(backbone)
+        self.model: Any = rt.wrap_backbone(backbone)   # DDP-wrapped and/or compiled
         if cfg.train.compile:
             self.model = torch.compile(self.model)
         self.autocast, self.scaler = self._amp_policy()
@@ -309,7 +313,7 @@ class Trainer:
         return load_checkpoint(path)
 
     def _check_fits(self, ckpt: dict, num_classes: int) -> None:
-        old = checkpoint_config(ckpt, self.resumed_from)
+        old = checkpoint_config(ckpt, str(self.resumed_from))
         if ckpt["num_classes"] != num_classes or list(ckpt["class_names"]) != self.class_names:
             raise CosfaceError(f"checkpoint {self.resumed_from} was trained on {ckpt['num_classes']} classes, but "
                                f"{self.cfg.data.path} has {num_classes} (or other class names); it cannot resume here")
