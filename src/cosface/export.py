@@ -1,6 +1,6 @@
 """Export a trained backbone to one self-contained ONNX or TorchScript file, checked against eager.
 
-The head is not exported (SPEC §6): a deployed model maps (N, 3, S, S) normalised images to (N, D)
+The head is not exported (docs/protocol.md, "The deployment path"): a deployed model maps (N, 3, S, S) normalised images to (N, D)
 embeddings. The model's `ModelInfo` (preprocessing from the checkpoint's one definition, embedding
 size, backbone, class count, version, the evaluation's threshold) goes into ONNX metadata_props or
 the TorchScript extra file `cosface.json`.

@@ -270,6 +270,7 @@ class Trainer:
         if not lfw or not self.rt.is_main:
             return None
         from cosface.evaluation import evaluate_lfw, torch_embed_fn
+        from cosface.evaluation.metrics import thresholds_at_fars
         from cosface.evaluation.protocol import best_threshold
 
         self.backbone.eval()
@@ -287,7 +288,8 @@ class Trainer:
                 "thresholds": [float(t) for t in report.thresholds], "dataset": str(lfw),
                 # For `cosface verify`: chosen on the same plain flip-concatenated cosine it computes
                 # (the protocol's own thresholds assume a fold mean subtracted first).
-                "verify_threshold": best_threshold(report.scores, report.issame)}
+                "verify_threshold": best_threshold(report.scores, report.issame),
+                "far_thresholds": thresholds_at_fars(report.scores, report.issame)}   # same similarity; None: not measurable
 
     def _prune(self) -> None:
         keep = self.cfg.checkpoint.keep_last

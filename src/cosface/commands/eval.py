@@ -10,7 +10,7 @@ EPILOG = """\
   cosface eval --features F.mat [--json]
   cosface eval --ckpt CKPT --bin lfw.bin [cfp_fp.bin ...] [--protocol insightface|reference] [--json]
 
-LFW folders and .mat features are scored with the reference's 10-fold protocol (SPEC §4); .bin sets with
+LFW folders and .mat features are scored with the reference's 10-fold protocol (docs/protocol.md); .bin sets with
 insightface's protocol unless --protocol reference. Every output names its protocol: the two give numbers
 that are not comparable. --json prints one JSON object on stdout (keys: protocol, folds, thresholds, mean,
 std, tar_at_far, auc, pairs, ...); with several .bin files, an object with one such entry per file, keyed
