@@ -18,6 +18,7 @@ so it also proves the batch axis free. The file appears at its final path only a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -32,6 +33,7 @@ import torch
 from cosface.errors import CosfaceError
 from cosface.inference import TORCHSCRIPT_METADATA_FILE, Embedder, ModelInfo, require_kind
 from cosface.optional import check, require
+from cosface.portable import portable_path
 from cosface.preprocess import normalize
 
 FORMATS = ("onnx", "torchscript")
@@ -80,6 +82,8 @@ def export_model(ckpt_path: str | os.PathLike, out: str | os.PathLike, *, fmt: s
     t0 = time.perf_counter()
     model, prep, ckpt = load_backbone(ckpt_path, "cpu")     # eval mode: BN uses its running statistics
     info = ModelInfo.from_checkpoint(ckpt)
+    if info.evaluation and info.evaluation.get("dataset"):   # checkpoints written before paths were made portable
+        info = dataclasses.replace(info, evaluation={**info.evaluation, "dataset": portable_path(info.evaluation["dataset"])})
     example = torch.from_numpy(_random_images(batch or _EXAMPLE_BATCH, prep.size, seed))
     example = normalize(example, prep).contiguous()
 

@@ -21,6 +21,7 @@ from cosface.data.dataset import Plan, make_loader
 from cosface.data.sources import open_source
 from cosface.errors import CosfaceError
 from cosface.parallel import Runtime, setup_runtime
+from cosface.portable import portable_config, portable_path
 from cosface.preprocess import Preprocessing, normalize
 from cosface.schedules import learning_rate
 
@@ -255,7 +256,7 @@ class Trainer:
             path = self.ckpt_dir / name
             atomic_save({
                 "format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(),
-                "config": self.cfg.to_dict(), "num_classes": len(self.class_names), "class_names": self.class_names,
+                "config": portable_config(self.cfg.to_dict()), "num_classes": len(self.class_names), "class_names": self.class_names,
                 "preprocessing": self.prep.to_dict(), "epoch": epoch, "epoch_samples": epoch_samples,
                 "global_step": self.global_step, "world_size": self.rt.world_size, "rng": rng_state(),
                 "evaluation": evaluation, **state,
@@ -285,7 +286,7 @@ class Trainer:
                    "lfw_mean": report.mean, "lfw_std": report.std, "lfw_folds": list(report.folds)})
         self.last_report = report
         return {"protocol": report.protocol, "mean": report.mean, "std": report.std,
-                "thresholds": [float(t) for t in report.thresholds], "dataset": str(lfw),
+                "thresholds": [float(t) for t in report.thresholds], "dataset": portable_path(lfw),
                 # For `cosface verify`: chosen on the same plain flip-concatenated cosine it computes
                 # (the protocol's own thresholds assume a fold mean subtracted first).
                 "verify_threshold": best_threshold(report.scores, report.issame),
