@@ -123,3 +123,16 @@ def test_threshold_at_far_from_model_metadata(tmp_path):
         emb.threshold_at_far(1e-3)
     with pytest.raises(CosfaceError, match=r"no threshold for FAR 0.05 \(it has: 0.1, 0.01, 0.001\)"):
         emb.threshold_at_far(0.05)
+
+
+def test_verify_help_states_what_the_code_does(capsys):
+    from cosface.cli import main
+    from cosface.inference import FALLBACK_THRESHOLD
+
+    with pytest.raises(SystemExit):
+        main(["verify", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert f"{FALLBACK_THRESHOLD} a fallback" in text
+    assert "exit status: 0 same person, 1 different people, 2 error" in text
+    for option in ("--threshold T", "--far F", "--json"):
+        assert option in text

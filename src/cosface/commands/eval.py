@@ -10,11 +10,12 @@ EPILOG = """\
   cosface eval --features F.mat [--json]
   cosface eval --ckpt CKPT --bin lfw.bin [cfp_fp.bin ...] [--protocol insightface|reference] [--json]
 
-LFW folders and .mat features are scored with the reference's 10-fold protocol (docs/protocol.md); .bin sets with
-insightface's protocol unless --protocol reference. Every output names its protocol: the two give numbers
-that are not comparable. --json prints one JSON object on stdout (keys: protocol, folds, thresholds, mean,
-std, tar_at_far, auc, pairs, ...); with several .bin files, an object with one such entry per file, keyed
-by the path as given. The model is never selected on these sets: evaluate the checkpoint you chose."""
+LFW folders and .mat features are scored with the reference's 10-fold protocol (docs/protocol.md);
+.bin sets with insightface's protocol unless --protocol reference. Every output names its protocol: the
+two give numbers that are not comparable. --json prints one JSON object on stdout (keys: protocol, folds,
+thresholds, mean, std, tar_at_far (null for a FAR the pairs cannot measure), min_measurable_far, auc,
+pairs, ...); with several .bin files, an object with one such entry per file, keyed by the path as given.
+The model is never selected on these sets: evaluate the checkpoint you chose."""
 
 
 def add_parser(subparsers) -> None:

@@ -19,12 +19,16 @@ def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
         "verify",
         help="compare two face images (exit status 0 same, 1 different, 2 error)",
-        description="Print the cosine similarity of the two images' L2-normalised flip-concatenated features and "
-        "whether it exceeds the threshold (strictly): --threshold T if given; else, with --far F, the threshold the "
-        "model's evaluation stored for that false accept rate; else the one it stored for verification (the best "
-        "threshold for this similarity over all pairs of the LFW evaluation run when the checkpoint was saved, "
-        "carried into exports); else a fallback of 0.3. The threshold's source is printed. Images must be aligned "
-        "face crops, as in training.",
+        description="""\
+Print the cosine similarity of the two images' L2-normalised flip-concatenated features, the threshold,
+and whether the similarity exceeds it (strictly). The threshold is, in this order:
+  --threshold T                 if given;
+  --far F                       the threshold the model's evaluation stored for false accept rate F;
+  the model's stored one        the best threshold for this similarity over all pairs of the LFW
+                                evaluation run when the checkpoint was saved (exports carry it); for an
+                                evaluation without it, the mean of its fold thresholds;
+  0.3                           a fallback, when the model holds no evaluation.
+Where the threshold came from is printed. Images must be aligned face crops, as in training.""",
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )

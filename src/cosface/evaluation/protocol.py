@@ -1,7 +1,7 @@
 """The k-fold verification protocols, in numpy alone.
 
-`reference_kfold` is the reference's LFW protocol (docs/protocol.md, "The reference protocol") to the last bit. For each test fold:
-mu = mean of the validation folds' left and right features; subtract mu from every feature;
+`reference_kfold` is the reference's LFW protocol (docs/protocol.md, "The reference protocol") to
+the last bit. For each test fold: mu = mean of the validation folds' left and right features; subtract mu from every feature;
 L2-normalise; score = dot product; on the grid t = i/10000, i = -10000..10000, the validation
 accuracy is (#same with score > t + #different with score < t) / #pairs, ties counting as errors;
 the fold's threshold is the mean of every t that reaches the best validation accuracy, and the
