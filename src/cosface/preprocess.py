@@ -87,7 +87,7 @@ def resize(img: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of an (H, W, 3) uint8 image to (size, size, 3)."""
     from PIL import Image
 
-    return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def normalize(batch, prep: Preprocessing = DEFAULT):

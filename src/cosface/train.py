@@ -8,6 +8,7 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -20,8 +21,12 @@ from cosface.data.dataset import Plan, make_loader
 from cosface.data.sources import open_source
 from cosface.errors import CosfaceError
 from cosface.parallel import Runtime, setup_runtime
+from cosface.portable import portable_config, portable_path
 from cosface.preprocess import Preprocessing, normalize
 from cosface.schedules import learning_rate
+
+if TYPE_CHECKING:
+    from cosface.evaluation import Report
 
 
 @dataclass
@@ -32,7 +37,7 @@ class TrainResult:
     last_checkpoint: Path | None
     final_loss: float
     images_per_s: float
-    report: object | None = None     # the last save's LFW evaluation (cosface.evaluation Report), if any
+    report: Report | None = None     # the last save's LFW evaluation (cosface.evaluation Report), if any
 
 
 def train(cfg: Config, out_dir: str | Path, resume: str | None = None, progress: bool = True) -> TrainResult:
@@ -54,7 +59,7 @@ class Trainer:
         self.prep = Preprocessing(size=cfg.model.input_size)
         self.bad_seen: set[str] = set()
         self.last_checkpoint: Path | None = None
-        self.last_report = None
+        self.last_report: Report | None = None
 
     # ---- setup -------------------------------------------------------------------------------
     def run(self, resume: str | None) -> TrainResult:
@@ -81,7 +86,7 @@ class Trainer:
                                   input_size=cfg.model.input_size).to(rt.device)
         head = rt.build_head(cfg.head, num_classes, cfg.model.embedding_size).to(rt.device)
         if cfg.train.channels_last:
-            backbone = backbone.to(memory_format=torch.channels_last)
+            backbone = backbone.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
         self.backbone, self.head = backbone, head
 
         params = list(backbone.parameters()) + list(head.parameters())
@@ -110,7 +115,7 @@ class Trainer:
                 start_epoch, start_step = start_epoch + 1, 0
             self._say(f"resumed from {self.resumed_from} (epoch {start_epoch + 1}, step {start_step}, global step {self.global_step})")
 
-        self.model = rt.wrap_backbone(backbone)
+        self.model: Any = rt.wrap_backbone(backbone)   # DDP-wrapped and/or compiled
         if cfg.train.compile:
             self.model = torch.compile(self.model)
         self.autocast, self.scaler = self._amp_policy()
@@ -251,7 +256,7 @@ class Trainer:
             path = self.ckpt_dir / name
             atomic_save({
                 "format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(),
-                "config": self.cfg.to_dict(), "num_classes": len(self.class_names), "class_names": self.class_names,
+                "config": portable_config(self.cfg.to_dict()), "num_classes": len(self.class_names), "class_names": self.class_names,
                 "preprocessing": self.prep.to_dict(), "epoch": epoch, "epoch_samples": epoch_samples,
                 "global_step": self.global_step, "world_size": self.rt.world_size, "rng": rng_state(),
                 "evaluation": evaluation, **state,
@@ -266,6 +271,7 @@ class Trainer:
         if not lfw or not self.rt.is_main:
             return None
         from cosface.evaluation import evaluate_lfw, torch_embed_fn
+        from cosface.evaluation.metrics import thresholds_at_fars
         from cosface.evaluation.protocol import best_threshold
 
         self.backbone.eval()
@@ -280,10 +286,11 @@ class Trainer:
                    "lfw_mean": report.mean, "lfw_std": report.std, "lfw_folds": list(report.folds)})
         self.last_report = report
         return {"protocol": report.protocol, "mean": report.mean, "std": report.std,
-                "thresholds": [float(t) for t in report.thresholds], "dataset": str(lfw),
+                "thresholds": [float(t) for t in report.thresholds], "dataset": portable_path(lfw),
                 # For `cosface verify`: chosen on the same plain flip-concatenated cosine it computes
                 # (the protocol's own thresholds assume a fold mean subtracted first).
-                "verify_threshold": best_threshold(report.scores, report.issame)}
+                "verify_threshold": best_threshold(report.scores, report.issame),
+                "far_thresholds": thresholds_at_fars(report.scores, report.issame)}   # same similarity; None: not measurable
 
     def _prune(self) -> None:
         keep = self.cfg.checkpoint.keep_last
@@ -309,7 +316,7 @@ class Trainer:
         return load_checkpoint(path)
 
     def _check_fits(self, ckpt: dict, num_classes: int) -> None:
-        old = checkpoint_config(ckpt, self.resumed_from)
+        old = checkpoint_config(ckpt, str(self.resumed_from))
         if ckpt["num_classes"] != num_classes or list(ckpt["class_names"]) != self.class_names:
             raise CosfaceError(f"checkpoint {self.resumed_from} was trained on {ckpt['num_classes']} classes, but "
                                f"{self.cfg.data.path} has {num_classes} (or other class names); it cannot resume here")

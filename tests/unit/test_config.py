@@ -6,7 +6,7 @@ import pytest
 from cosface.config import Config, config_from_dict, load_config
 from cosface.errors import CosfaceError
 
-SEED = "configs/casia_mobilefacenet_cosface.toml"
+SEED = "casia_mobilefacenet_cosface"   # the shipped preset, by name
 
 
 def test_seed_preset_has_the_reference_recipe():

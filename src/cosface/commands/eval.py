@@ -3,18 +3,19 @@ from __future__ import annotations
 
 import argparse
 
-from cosface.commands.report_options import add_report_options, print_reports
+from cosface.commands.report_options import add_report_options, check_extras, print_reports
 
 EPILOG = """\
   cosface eval --ckpt CKPT --lfw DIR [--features-out F.mat] [--plot ROC.png] [--json]
   cosface eval --features F.mat [--json]
   cosface eval --ckpt CKPT --bin lfw.bin [cfp_fp.bin ...] [--protocol insightface|reference] [--json]
 
-LFW folders and .mat features are scored with the reference's 10-fold protocol (SPEC §4); .bin sets with
-insightface's protocol unless --protocol reference. Every output names its protocol: the two give numbers
-that are not comparable. --json prints one JSON object on stdout (keys: protocol, folds, thresholds, mean,
-std, tar_at_far, auc, pairs, ...); with several .bin files, an object with one such entry per file, keyed
-by the path as given. The model is never selected on these sets: evaluate the checkpoint you chose."""
+LFW folders and .mat features are scored with the reference's 10-fold protocol (docs/protocol.md);
+.bin sets with insightface's protocol unless --protocol reference. Every output names its protocol: the
+two give numbers that are not comparable. --json prints one JSON object on stdout (keys: protocol, folds,
+thresholds, mean, std, tar_at_far (null for a FAR the pairs cannot measure), min_measurable_far, auc,
+pairs, ...); with several .bin files, an object with one such entry per file, keyed by the path as given.
+The model is never selected on these sets: evaluate the checkpoint you chose."""
 
 
 def add_parser(subparsers) -> None:
@@ -48,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         parser.error("--features-out goes with --lfw")
     if args.protocol and not args.bin:
         parser.error("--protocol applies to --bin sets (LFW folders and .mat features use the reference protocol)")
+    check_extras(args)
 
     from cosface.evaluation import checkpoint_embed_fn, evaluate_bin, evaluate_lfw, evaluate_mat
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from cosface.commands.report_options import add_report_options, print_reports
+from cosface.commands.report_options import add_report_options, check_extras, print_reports
 
 
 def add_parser(subparsers) -> None:
@@ -21,6 +21,7 @@ def add_parser(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    check_extras(args)
     from cosface.inference import infer_lfw
 
     report = infer_lfw(args.model, args.lfw, batch_size=args.batch_size, progress=not args.no_progress,

@@ -79,7 +79,7 @@ def embed_images(
     with ThreadPoolExecutor(workers) as pool, tqdm(
         total=n, desc=desc, unit="img", file=sys.stderr, disable=not progress, leave=False
     ) as bar:
-        pending = deque()
+        pending: deque = deque()
         todo = iter(batches)
         for b in todo:
             pending.append((b, pool.submit(_decode_batch, source, b, size)))
@@ -101,6 +101,7 @@ def embed_images(
             out[idx.start : idx.stop, :dim] = emb[: len(idx)]
             out[idx.start : idx.stop, dim:] = emb[len(idx) :]
             bar.update(len(idx))
+    assert out is not None   # n > 0 was checked
     return out
 
 

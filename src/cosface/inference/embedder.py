@@ -163,12 +163,35 @@ class Embedder:
         return np.concatenate(out) if out else np.empty((0, dim), np.float32)
 
     def similarity(self, a, b) -> float | np.ndarray:
-        """Cosine of the flip-concatenated embeddings: a float for two images, (N,) for two batches."""
+        """Pairwise: the cosine of a[i] and b[i]. A float for two images; (N,) for two batches of N.
+        For every image of one set against every image of another, use `similarity_matrix`."""
         ea, eb = self.embed(a), self.embed(b)
         if len(ea) != len(eb):
             raise CosfaceError(f"similarity needs as many images on each side, got {len(ea)} and {len(eb)}")
         s = np.einsum("ij,ij->i", ea, eb)
         return float(s[0]) if _is_single(a) and _is_single(b) else s
+
+    def similarity_matrix(self, a, b) -> np.ndarray:
+        """(len(a), len(b)) float32 cosines of every image of `a` against every image of `b` (1:N search,
+        clustering). `a` and `b` are batches (or single images) as `embed` takes them."""
+        return self.embed(a) @ self.embed(b).T
+
+    def threshold_at_far(self, far: float) -> float:
+        """The threshold stored for target FAR `far` by the model's evaluation (a checkpoint evaluated during
+        training, or its export): at most that fraction of the evaluation's different-person pairs scored
+        above it. Raises CosfaceError when the model has none for `far` (not evaluated, another FAR, or too
+        few different pairs to measure it)."""
+        ev = self.info.evaluation or {}
+        stored = ev.get("far_thresholds") or {}
+        key = f"{far:g}"
+        if key not in stored:
+            have = ", ".join(stored) or "none"
+            raise CosfaceError(f"{self.path} holds no threshold for FAR {key} (it has: {have}); evaluate your "
+                               f"own pairs and use cosface.evaluation.threshold_at_far")
+        if stored[key] is None:
+            raise CosfaceError(f"{self.path}: FAR {key} could not be measured on its evaluation's pairs "
+                               f"(too few different-person pairs); pick a larger FAR")
+        return float(stored[key])
 
     def default_threshold(self) -> tuple[float, str]:
         """(threshold, where it came from).

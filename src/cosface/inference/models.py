@@ -209,7 +209,9 @@ def _open_torchscript(path: Path, device: str) -> tuple[Runner, ModelInfo]:
 
 
 def _open_onnx(path: Path, device: str) -> tuple[Runner, ModelInfo]:
-    import onnxruntime as ort
+    from cosface.optional import require
+
+    ort = require("onnxruntime", purpose="running ONNX models")
 
     providers = ["CPUExecutionProvider"]
     has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()

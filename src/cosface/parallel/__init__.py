@@ -9,6 +9,7 @@ import contextlib
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -22,7 +23,7 @@ class Runtime:
     world_size: int
     local_rank: int
     device: torch.device
-    group: object | None = None      # the process group, None at world size 1
+    group: Any = None                # the torch.distributed ProcessGroup, None at world size 1
     timeout_s: float = 0.0           # collective timeout of the group
 
     @property

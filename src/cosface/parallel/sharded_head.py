@@ -185,7 +185,7 @@ class ShardedCosFaceHead(nn.Module):
         local = labels - self.start
         owned = (local >= 0) & (local < self.stop - self.start)
         target = torch.where(owned, local, -1)
-        weight = self.weight
+        weight: torch.Tensor = self.weight
         if self.training and self.sample_rate < 1:
             index = self._sample(target[owned])                                  # (C_s,) sorted rows
             weight = weight[index]

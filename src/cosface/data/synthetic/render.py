@@ -355,7 +355,7 @@ def render(idn: Identity, rng: np.random.Generator, count: int,
     _draw_eyes(canvas, idn, shift, gaze, openness)
     _draw_mouth(canvas, idn, shift, smile, mouth_open)
 
-    face = _warp(canvas, np.radians(u(-nz.rotation, nz.rotation, k)), nz.zoom * u(*nz.scale, k),
+    face = _warp(canvas, np.radians(u(-nz.rotation, nz.rotation, k)), nz.zoom * u(nz.scale[0], nz.scale[1], k),
                  u(-nz.shift, nz.shift, k), u(-nz.shift, nz.shift, k))
 
     # Background: a two-colour linear gradient in a random direction and a soft rectangle of
