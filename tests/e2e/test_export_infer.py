@@ -164,7 +164,9 @@ def test_embed_and_verify_on_synthetic_files(run, capsys, tmp_path):
     rc, out, _ = cli(capsys, "verify", "--model", run["onnx"].path, a, b, "--threshold", "-1.0", "--json")
     assert rc == 0 and json.loads(out) == {"same": True, "similarity": pytest.approx(sim, abs=2e-4), "threshold": -1.0,
                                            "threshold_source": "--threshold", "images": [str(a), str(b)],
-                                           "model": str(run["onnx"].path)}
+                                           "model": str(run["onnx"].path),
+                                           "alignments": [f"{a}: 112x112, taken as already aligned",
+                                                          f"{b}: 112x112, taken as already aligned"]}
 
 
 def test_evaluated_checkpoint_stores_a_threshold_per_measurable_far(run, capsys):
