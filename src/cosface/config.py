@@ -251,6 +251,16 @@ def resolve_preset(path: str | Path) -> Path:
     raise CosfaceError(f"config file {p} does not exist (shipped presets: {', '.join(available_presets())})")
 
 
+def preset_header(path: str | Path) -> str:
+    """The comment lines a preset starts with (its source and reported accuracy), as TOML comments."""
+    lines = []
+    for line in resolve_preset(path).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line + "\n")
+    return "".join(lines)
+
+
 def config_from_dict(d: dict, source: str = "checkpoint") -> Config:
     return _apply(Config(), _flatten(d, source), source)
 
