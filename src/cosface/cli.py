@@ -22,6 +22,7 @@ COMMANDS = [
     "infer",
     "embed",
     "verify",
+    "import_insightface",
     "pack",
     "unpack",
     "synth",
