@@ -110,5 +110,5 @@ def import_insightface(src: str | os.PathLike, arch: str, out: str | os.PathLike
         "config": cfg.to_dict(), "num_classes": 0, "class_names": [], "preprocessing": prep.to_dict(),
         "backbone": {k: v.detach().clone() for k, v in model.state_dict().items()}, "head": {},
         "imported": {"from": "insightface arcface_torch", "file": Path(src).name, "sha256": digest, "arch": arch},
-    }, out)
+    }, Path(out))
     return ImportResult(Path(out), arch, embedding, len(expected), sum(p.numel() for p in model.parameters()), digest)

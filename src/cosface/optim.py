@@ -15,7 +15,9 @@ _NO_DECAY_MODULES = (nn.modules.batchnorm._NormBase, nn.PReLU, nn.GroupNorm, nn.
 
 def decay_groups(modules: list[nn.Module]) -> tuple[list[nn.Parameter], list[nn.Parameter]]:
     """(decayed, not decayed) trainable parameters of `modules`, each parameter once, in module order."""
-    decay, no_decay, seen = [], [], set()
+    decay: list[nn.Parameter] = []
+    no_decay: list[nn.Parameter] = []
+    seen: set[int] = set()
     for module in modules:
         for sub in module.modules():
             for name, p in sub.named_parameters(recurse=False):
@@ -32,7 +34,8 @@ def build_optimizer(cfg, backbone: nn.Module, head: nn.Module) -> torch.optim.Op
     if not cfg.no_decay_bn_prelu:
         return torch.optim.SGD(list(backbone.parameters()) + list(head.parameters()), **kwargs)
     decay, no_decay = decay_groups([backbone, head])
-    return torch.optim.SGD([{"params": decay}, {"params": no_decay, "weight_decay": 0.0}], **kwargs)
+    groups: list[dict] = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
+    return torch.optim.SGD(groups, **kwargs)
 
 
 def clip_gradients(cfg, backbone: nn.Module, optimizer: torch.optim.Optimizer, scaler=None) -> float | None:

@@ -63,11 +63,12 @@ class IResNet(nn.Module):
         self.conv1 = _conv3x3(3, WIDTHS[0])
         self.bn1 = nn.BatchNorm2d(WIDTHS[0], eps=BN_EPS)
         self.prelu = nn.PReLU(WIDTHS[0])
+        stages = []
         cin = WIDTHS[0]
-        for i, (width, n) in enumerate(zip(WIDTHS, depths)):
-            blocks = [IBasicBlock(cin, width, stride=2)] + [IBasicBlock(width, width) for _ in range(n - 1)]
-            setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
+        for width, n in zip(WIDTHS, depths):
+            stages.append(nn.Sequential(IBasicBlock(cin, width, stride=2), *(IBasicBlock(width, width) for _ in range(n - 1))))
             cin = width
+        self.layer1, self.layer2, self.layer3, self.layer4 = stages
         feat = input_size // 16                                     # four stride-2 stages: 112 -> 7
         self.bn2 = nn.BatchNorm2d(cin, eps=BN_EPS)
         self.dropout = nn.Dropout(p=dropout)
