@@ -149,8 +149,8 @@ def _init_rows_as_full_xavier(weight: torch.Tensor, num_classes: int, start: int
 
 
 class ShardedCosFaceHead(nn.Module):
-    """CosFace (LMCL) with the class centres split over the ranks of `group` (None: one process, all
-    classes here, no collectives). Same contract as cosface.heads.CosFaceHead: (embeddings (B, D),
+    """CosFace (LMCL), or the cosface.losses.Margin given as `margin`, with the class centres split
+    over the ranks of `group` (None: one process, all classes here, no collectives). Same contract as cosface.heads.CosFaceHead: (embeddings (B, D),
     labels (B,)) -> mean loss over the global batch; every rank must pass the same B.
 
     `weight` holds this rank's rows, classes [start, stop). gather_rows/scatter_rows convert
