@@ -22,14 +22,18 @@ from cosface.preprocess import Preprocessing
 
 
 def random_checkpoint(name: str, input_size: int, path: Path) -> None:
-    """A checkpoint of `name` with its own random initialisation and random BatchNorm statistics."""
+    """A checkpoint of `name` with its own random initialisation and BatchNorm statistics measured on
+    random images (so activations stay in a trained model's range instead of growing with depth)."""
     torch.manual_seed(0)
     model = build_backbone(name, input_size=input_size)
+    for m in model.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._NormBase):
+            m.reset_running_stats()
+            m.momentum = None                                  # a plain average over the batches below
+    model.train()
     with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._NormBase):
-                m.running_mean.normal_(0, 0.1)
-                m.running_var.uniform_(0.5, 1.5)
+        for _ in range(2):
+            model(torch.randn(8, 3, input_size, input_size))
     cfg = Config().replace(**{"model.backbone": name, "model.input_size": input_size,
                               "model.embedding_size": model.embedding_size})
     atomic_save({"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(), "config": cfg.to_dict(),
@@ -39,7 +43,8 @@ def random_checkpoint(name: str, input_size: int, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backbones", nargs="+", default=available_backbones())
+    ap.add_argument("--backbones", nargs="+", default=["mobilefacenet", "iresnet18", "iresnet34", "iresnet50",
+                                                        "iresnet100", "iresnet200"], choices=available_backbones())
     ap.add_argument("--input-size", type=int, default=112)
     args = ap.parse_args()
     print(f"# ONNX export + parity (random weights), input {args.input_size}x{args.input_size}, torch {torch.__version__}")
