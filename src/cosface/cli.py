@@ -24,6 +24,7 @@ COMMANDS = [
     "verify",
     "detect",
     "align",
+    "import_insightface",
     "pack",
     "unpack",
     "synth",

@@ -34,6 +34,8 @@ class Preprocessing:
 
 
 DEFAULT = Preprocessing()
+# insightface's models (arcface_torch backbones and their ONNX exports): RGB, (x − 127.5) / 127.5.
+INSIGHTFACE = Preprocessing(size=112, channel_order="RGB", mean=127.5, std=127.5)
 
 _JPEG_MAGIC = b"\xff\xd8"
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from cosface.backbones import build_backbone
+from cosface.backbones import build_backbone_for
 from cosface.checkpoint import (FORMAT, FORMAT_VERSION, atomic_save, checkpoint_config, checkpoint_name,
                                 list_checkpoints, load_checkpoint, restore_training_state, rng_state,
                                 set_rng_state, training_state, versions)
@@ -20,6 +20,7 @@ from cosface.config import Config
 from cosface.data.dataset import Plan, make_loader
 from cosface.data.sources import open_source
 from cosface.errors import CosfaceError
+from cosface.optim import build_optimizer, clip_gradients
 from cosface.parallel import Runtime, setup_runtime
 from cosface.portable import portable_config, portable_path
 from cosface.preprocess import Preprocessing, normalize
@@ -82,16 +83,13 @@ class Trainer:
             self._say(f"note: head.sample_rate = {cfg.head.sample_rate} applies to the class-sharded head of "
                       f"multi-process runs; one process uses every class centre")
         torch.manual_seed(cfg.train.seed)
-        backbone = build_backbone(cfg.model.backbone, embedding_size=cfg.model.embedding_size,
-                                  input_size=cfg.model.input_size).to(rt.device)
+        backbone = build_backbone_for(cfg.model).to(rt.device)
         head = rt.build_head(cfg.head, num_classes, cfg.model.embedding_size).to(rt.device)
         if cfg.train.channels_last:
             backbone = backbone.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
         self.backbone, self.head = backbone, head
 
-        params = list(backbone.parameters()) + list(head.parameters())
-        self.optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                         nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay)
+        self.optimizer = build_optimizer(cfg.optim, backbone, head)
         plan = Plan(len(source), cfg.train.batch_size, rt.world_size, cfg.train.accumulate)
         if plan.steps_per_epoch == 0:
             raise CosfaceError(f"{len(source)} images is less than one global batch of {plan.global_batch} "
@@ -216,6 +214,7 @@ class Trainer:
         return loss
 
     def _optimizer_step(self) -> None:
+        clip_gradients(self.cfg.optim, self.backbone, self.optimizer, self.scaler)
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()

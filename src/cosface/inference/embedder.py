@@ -110,11 +110,13 @@ class Embedder:
     """
 
     def __init__(self, model: str | os.PathLike, *, device: str = "auto", batch_size: int = 64, quiet: bool = False,
-                 detect: bool = True, detector: str = "retinaface", max_side: int = 640):
+                 detect: bool = True, detector: str = "retinaface", max_side: int = 640,
+                 preprocessing: Preprocessing | None = None):
         if batch_size < 1:
             raise CosfaceError(f"batch size must be >= 1, got {batch_size}")
         self.path = Path(model)
-        self.kind, self._run, self.info = open_model(self.path, device)
+        # `preprocessing`: only for an ONNX model without cosface metadata (see open_model).
+        self.kind, self._run, self.info = open_model(self.path, device, preprocessing)
         self.batch_size = batch_size
         self.quiet = quiet
         self.detect = detect
@@ -333,12 +335,13 @@ def embed_to_file(model: str | os.PathLike, inputs, out: str | os.PathLike, *, f
 
 
 def infer_lfw(model: str | os.PathLike, lfw_dir: str | os.PathLike, *, batch_size: int = 64, progress: bool = True,
-              features_out: str | os.PathLike | None = None, workers: int | None = None, device: str = "auto"):
+              features_out: str | os.PathLike | None = None, workers: int | None = None, device: str = "auto",
+              preprocessing: Preprocessing | None = None):
     """The deployment path: an ONNX export under ONNX Runtime through the same LFW protocol as `cosface eval`."""
     from cosface.evaluation import evaluate_lfw
 
     require_kind(model, "onnx", "`cosface infer` runs ONNX exports (make one with `cosface export --ckpt CKPT "
                                 "-o model.onnx`; a checkpoint is evaluated with `cosface eval`)")
-    emb = Embedder(model, device=device, batch_size=batch_size)
+    emb = Embedder(model, device=device, batch_size=batch_size, preprocessing=preprocessing)
     return evaluate_lfw(emb.features, lfw_dir, batch_size=batch_size, progress=progress, features_out=features_out,
                         workers=workers, size=emb.preprocessing.size)
