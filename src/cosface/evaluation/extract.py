@@ -41,9 +41,11 @@ class _PathSource:
 
 def _decode_batch(source, indices: range, size: int) -> np.ndarray:
     out = np.empty((len(indices), size, size, 3), dtype=np.uint8)
+    # A source may prepare its own pixels (IJB: decode the loose crop, then align it from its landmarks).
+    decode = getattr(source, "decode", None) or (lambda i, size: decode_image(source.read(i), size))
     for j, i in enumerate(indices):
         try:
-            out[j] = decode_image(source.read(i), size)
+            out[j] = decode(i, size)
         except ValueError as e:
             raise CosfaceError(f"{source.describe(i)}: {e}") from None
     return out
