@@ -63,7 +63,8 @@ def embed_images(
 ) -> np.ndarray:
     """Embed each image and its mirror; returns (N, 2D) float32 rows [emb(image), emb(mirror)].
 
-    `images` is a list of paths or a source (len(src), src.read(i) -> bytes, src.describe(i)).
+    `images` is a list of paths or a source (len(src), src.read(i) -> bytes, src.describe(i), and
+    optionally src.decode(i, size) -> (size, size, 3) uint8 pixels in place of decoding read(i)).
     Image and mirror go through `embed_fn` together as one batch of 2B.
     """
     if batch_size < 1:

@@ -87,18 +87,32 @@ def template_features(feats: np.ndarray, templates: np.ndarray, medias: np.ndarr
         last = int(np.searchsorted(bounds, bounds[first] + _ROWS_PER_CHUNK, side="right")) - 1
         last = min(max(last, first + 1), len(tids))
         lo, hi = bounds[first], bounds[last]
-        rows = feats[order[lo:hi]].astype(np.float64)
+        rows = feats[order[lo:hi]]
         m_starts = np.flatnonzero(new_media[lo:hi])
         counts = np.diff(np.r_[m_starts, hi - lo])
-        media_means = np.add.reduceat(rows, m_starts, axis=0) / counts[:, None]
+        media_means = _segment_sums(rows, m_starts, counts) / counts[:, None]
         tm_starts = np.searchsorted(media_no[lo:hi][m_starts], media_no[bounds[first:last]])
-        out[first:last] = np.add.reduceat(media_means, tm_starts, axis=0)
+        out[first:last] = _segment_sums(media_means, tm_starts, np.diff(np.r_[tm_starts, len(m_starts)]))
         first = last
     norms = np.linalg.norm(out, axis=1, keepdims=True)
     if np.any(norms == 0):
         bad = tids[np.flatnonzero(norms[:, 0] == 0)[0]]
         raise CosfaceError(f"template {bad} pools to a zero feature (all its images have detector score 0?)")
     return tids, out / norms
+
+
+def _segment_sums(rows: np.ndarray, starts: np.ndarray, lengths: np.ndarray) -> np.ndarray:
+    """(G, D) float64 sums of the consecutive row runs rows[starts[g] : starts[g] + lengths[g]], each added
+    left to right. One vectorised step per position within a run (the longest run's length in all), where
+    np.add.reduceat pays a Python-level call per run (0.6 s for 10k short runs of 512 values)."""
+    by_length = np.argsort(-lengths, kind="stable")
+    sorted_lengths = lengths[by_length]
+    sums = rows[starts].astype(np.float64)
+    for j in range(1, int(sorted_lengths[0]) if len(lengths) else 0):
+        k = int(np.searchsorted(-sorted_lengths, -j, side="left"))     # runs longer than j
+        runs = by_length[:k]
+        sums[runs] += rows[starts[runs] + j]
+    return sums
 
 
 def template_index(tids: np.ndarray, wanted: np.ndarray, what: str = "template") -> np.ndarray:
