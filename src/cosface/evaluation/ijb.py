@@ -150,9 +150,10 @@ def score_ijb(ijb: IJBSet, features: np.ndarray, *, flip: bool = True, normalize
     right = ijb_metrics.template_index(tids, ijb.pairs[:, 1])
     scores = ijb_metrics.pair_scores(tfeats, left, right)
     ident = None
-    if ijb.has_identification:
-        ident = {g: ijb_metrics.identification(tfeats, tids, gal.templates, gal.subjects, ijb.probe.templates,
-                                               ijb.probe.subjects, source=gal.path)
+    if ijb.probe is not None and ijb.galleries:
+        probe = ijb.probe
+        ident = {g: ijb_metrics.identification(tfeats, tids, gal.templates, gal.subjects, probe.templates,
+                                               probe.subjects, source=gal.path)
                  for g, gal in ijb.galleries.items()}
         ident["mean"] = ijb_metrics.mean_identification(ident)
     return IJBReport(PROTOCOL, ijb.root, ijb.target, ijb_metrics.mode_name(flip=flip, normalize=normalize, detector=detector),

@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,8 +74,8 @@ def evaluate_suite(
     log=None,
 ) -> dict:
     """{set name (path relative to root): report} for every set `discover` finds."""
-    opts = dict(batch_size=batch_size, progress=progress, workers=workers, size=size)
-    reports = {}
+    opts: dict[str, Any] = dict(batch_size=batch_size, progress=progress, workers=workers, size=size)
+    reports: dict[str, Any] = {}
     for kind, path in discover(root):
         name = os.path.relpath(path, root) if os.path.abspath(path) != os.path.abspath(root) else os.path.basename(path)
         if log:

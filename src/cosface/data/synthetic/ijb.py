@@ -35,7 +35,7 @@ def _loose_crop(pixels: np.ndarray, landmarks: np.ndarray, scale: float) -> tupl
     from PIL import Image
 
     side = int(round(SIZE * scale))
-    img = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).resize((side, side), Image.BILINEAR)
+    img = Image.fromarray(pixels[:, :, 0] if pixels.shape[2] == 1 else pixels).resize((side, side), Image.Resampling.BILINEAR)
     out = np.asarray(img, dtype=np.uint8)
     out = out[:, :, None] if out.ndim == 2 else out
     k = side / SIZE
@@ -121,7 +121,7 @@ def generate_ijb(
     # 1:N: the first template of each subject goes to gallery 1 (first half of subjects) or 2; the rest probe.
     g1, g2 = GALLERIES[target]
     half = subjects // 2
-    gallery = {g1: [], g2: []}
+    gallery: dict[str, list[int]] = {g1: [], g2: []}
     probe = []
     for s, ts in sorted(by_subject.items()):
         gallery[g1 if s <= half else g2].append(ts[0])
