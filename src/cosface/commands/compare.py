@@ -35,6 +35,10 @@ def run(args: argparse.Namespace) -> int:
     if len(names) != len(args.models) or len(set(names)) != len(names):
         args._parser.error(f"--names needs {len(args.models)} distinct names, got {args.names!r}")
 
+    if args.plot:
+        from cosface.optional import check
+
+        check("matplotlib", purpose="--plot")     # before any embedding starts
     from cosface.evaluation.suite import (compare_table, evaluate_suite, model_embed_fn, plot_compare,
                                           resolve_model, suite_json)
 

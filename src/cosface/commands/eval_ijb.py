@@ -45,6 +45,10 @@ def run_ijb_or_suite(args: argparse.Namespace) -> int:
         parser.error("--protocol applies to --bin sets and the .bin files of a --suite")
     if args.target and not args.ijb:
         parser.error("--target goes with --ijb (a --suite recognises each IJB folder's release itself)")
+    if args.plot:
+        from cosface.optional import check
+
+        check("matplotlib", purpose="--plot")     # before any embedding starts
 
     from cosface.commands.report_options import print_reports
     from cosface.evaluation import evaluate_bin, evaluate_lfw

@@ -376,7 +376,7 @@ def render_with_landmarks(idn: Identity, rng: np.random.Generator, count: int,
     _draw_mouth(canvas, idn, shift, smile, mouth_open)
 
     angle = np.radians(u(-nz.rotation, nz.rotation, k))
-    scale = nz.zoom * u(*nz.scale, k)
+    scale = nz.zoom * u(nz.scale[0], nz.scale[1], k)
     tx, ty = u(-nz.shift, nz.shift, k), u(-nz.shift, nz.shift, k)
     face = _warp(canvas, angle, scale, tx, ty)
     # _warp samples face space at R(-angle) (g - t) / scale, so a face-space point p lands at g = t + scale R(angle) p.
