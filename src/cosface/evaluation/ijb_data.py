@@ -13,8 +13,9 @@ Landmarks are pixel coordinates of the loose crop with pixel centres at integers
 alignment templates (left eye, right eye, nose, left and right mouth corner as seen in the image).
 
 Every malformed line, image file that is not there, or template that a pair or a 1:N file names but
-no image belongs to is an error naming the file and line. Nothing is skipped silently: insightface's
-release of these files lists every image it ships and every template its pairs use (the published
+no image belongs to is an error naming the file and line. Nothing is skipped silently: as far as its
+scripts and published counts show, insightface's release lists every image it ships and every template
+its pairs use, with no documented gaps (the published
 counts: IJB-B 227,630 images, 12,115 templates, 8,010,270 pairs; IJB-C 469,375 images, 23,124
 templates, 15,658,489 pairs), so a gap means a damaged copy, not a known quirk.
 """
