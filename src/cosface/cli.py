@@ -18,6 +18,7 @@ COMMANDS = [
     "config",
     "train",
     "eval",
+    "compare",
     "export",
     "infer",
     "embed",
