@@ -20,8 +20,9 @@ from cosface.data.dataset import Plan, make_loader
 from cosface.data.sources import open_source
 from cosface.errors import CosfaceError
 from cosface.parallel import Runtime, setup_runtime
-from cosface.preprocess import Preprocessing, normalize
+from cosface.preprocess import Preprocessing
 from cosface.schedules import learning_rate
+from cosface.step import build_optimizer, build_step
 
 
 @dataclass
@@ -85,8 +86,7 @@ class Trainer:
         self.backbone, self.head = backbone, head
 
         params = list(backbone.parameters()) + list(head.parameters())
-        self.optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                         nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay)
+        self.optimizer = build_optimizer(params, cfg.optim, cuda_graph=cfg.train.cuda_graph)
         plan = Plan(len(source), cfg.train.batch_size, rt.world_size, cfg.train.accumulate)
         if plan.steps_per_epoch == 0:
             raise CosfaceError(f"{len(source)} images is less than one global batch of {plan.global_batch} "
@@ -111,9 +111,9 @@ class Trainer:
             self._say(f"resumed from {self.resumed_from} (epoch {start_epoch + 1}, step {start_step}, global step {self.global_step})")
 
         self.model = rt.wrap_backbone(backbone)
-        if cfg.train.compile:
-            self.model = torch.compile(self.model)
         self.autocast, self.scaler = self._amp_policy()
+        self.step = build_step(cfg.train, self.optimizer, self.model, head, self.prep, self.autocast, self.scaler,
+                               rt, class_chunk=cfg.head.class_chunk)
         loader = make_loader(source, plan, rank=rt.rank, seed=cfg.train.seed, flip=cfg.data.flip,
                              image_size=cfg.model.input_size, workers=cfg.data.workers,
                              prefetch=cfg.data.prefetch, pin_memory=rt.device.type == "cuda")
@@ -149,8 +149,7 @@ class Trainer:
             if micro == 0:
                 step = start_step + epoch_steps
                 lr = learning_rate(cfg.schedule, self.base_lr, epoch + step / plan.steps_per_epoch, cfg.train.epochs)
-                for g in self.optimizer.param_groups:
-                    g["lr"] = lr
+                self.step.set_lr(lr)
             self._report_bad(batch["bad"])
             last_micro = micro == cfg.train.accumulate - 1
             loss = self._forward_backward(batch, sync=last_micro)
@@ -198,25 +197,10 @@ class Trainer:
         images = batch["images"].to(dev, non_blocking=nb)
         labels = batch["labels"].to(dev, non_blocking=nb)
         flips = batch["flips"].to(dev, non_blocking=nb)
-        x = normalize(images, self.prep)                                  # (B, 3, H, W), channels_last
-        x = torch.where(flips.view(-1, 1, 1, 1), x.flip(3), x)
-        if not self.cfg.train.channels_last:
-            x = x.contiguous()
-        no_sync = self.model.no_sync if (self.rt.distributed and not sync) else contextlib.nullcontext
-        with no_sync(), self.autocast():
-            emb = self.model(x)                                           # (B, D)
-            loss = self.head(emb.float(), labels)
-        scaled = loss / self.cfg.train.accumulate
-        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-        return loss
+        return self.step.forward_backward(images, labels, flips, sync)
 
     def _optimizer_step(self) -> None:
-        if self.scaler:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.step.optimizer_step()
 
     def _amp_policy(self):
         amp, dev = self.cfg.train.amp, self.rt.device
