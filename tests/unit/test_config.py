@@ -76,4 +76,4 @@ def test_cli_prints_resolved_config_and_fails_cleanly():
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         "cosface config: error: --set: unknown config key 'optim.lrr'; "
-        "[optim] has lr, momentum, nesterov, weight_decay, scale_lr, reference_batch"]
+        "[optim] has lr, momentum, nesterov, weight_decay, scale_lr, reference_batch, implementation"]
