@@ -46,6 +46,7 @@ class DataConfig:
     flip: bool = True        # random horizontal flip, p = 0.5
     prefetch: int = 2        # batches each worker keeps ready
     num_classes: int = 0     # 0 = take it from the data; otherwise the data must have exactly this many
+    decoder: str = "cpu"     # cpu | gpu (nvImageCodec, CUDA) | auto (gpu when installed and training on CUDA)
 
 
 @dataclass(frozen=True)
@@ -273,6 +274,7 @@ def validate(cfg: Config, source: str = "config") -> None:
     need(cfg.head.class_chunk >= 0, "head.class_chunk", f"must be >= 0, got {cfg.head.class_chunk}")
     need(cfg.data.workers >= 0, "data.workers", "must be >= 0")
     need(cfg.data.prefetch >= 1, "data.prefetch", "must be >= 1")
+    need(cfg.data.decoder in ("cpu", "gpu", "auto"), "data.decoder", f"must be cpu, gpu or auto, got {cfg.data.decoder!r}")
     need(cfg.data.num_classes >= 0, "data.num_classes", "must be >= 0")
     need(cfg.optim.lr > 0, "optim.lr", f"must be > 0, got {cfg.optim.lr}")
     need(0 <= cfg.optim.momentum < 1, "optim.momentum", "must be in [0, 1)")

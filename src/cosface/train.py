@@ -17,6 +17,7 @@ from cosface.checkpoint import (FORMAT, FORMAT_VERSION, atomic_save, checkpoint_
                                 set_rng_state, training_state, versions)
 from cosface.config import Config
 from cosface.data.dataset import Plan, make_loader
+from cosface.data.gpu_decode import resolve_decoder
 from cosface.data.sources import open_source
 from cosface.errors import CosfaceError
 from cosface.parallel import Runtime, setup_runtime
@@ -116,7 +117,8 @@ class Trainer:
                                rt, class_chunk=cfg.head.class_chunk)
         loader = make_loader(source, plan, rank=rt.rank, seed=cfg.train.seed, flip=cfg.data.flip,
                              image_size=cfg.model.input_size, workers=cfg.data.workers,
-                             prefetch=cfg.data.prefetch, pin_memory=rt.device.type == "cuda")
+                             prefetch=cfg.data.prefetch, pin_memory=rt.device.type == "cuda",
+                             decoder=resolve_decoder(cfg.data.decoder, rt.device), device=rt.device)
         self._say(f"training {cfg.model.backbone} + {cfg.head.type} (s={cfg.head.s}, m={cfg.head.m}) on {len(source)} images, "
                   f"{num_classes} classes, {rt.world_size} process(es) on {rt.device}; global batch {plan.global_batch}, "
                   f"{plan.steps_per_epoch} steps/epoch, epochs {start_epoch + 1}..{cfg.train.epochs}")

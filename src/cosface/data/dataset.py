@@ -125,14 +125,20 @@ def decode_batch(source, indices, images: np.ndarray, image_size: int) -> tuple[
 
 
 def make_loader(source, plan: Plan, *, rank: int, seed: int, flip: bool, image_size: int,
-                workers: int, prefetch: int = 2, pin_memory: bool = False, ring: bool = True):
+                workers: int, prefetch: int = 2, pin_memory: bool = False, ring: bool = True,
+                decoder: str = "cpu", device=None):
     """The training loader for one rank, driven by an EpochSampler; call `loader.sampler.set_epoch`.
 
     With workers, a RingLoader (cosface.data.ring: decoding into reused shared-memory slots); with
     `ring=False`, torch's DataLoader over BatchDataset (kept for comparison in benchmarks). Both give
-    the same batches.
+    the same batches. With decoder = "gpu" (see cosface.data.gpu_decode.resolve_decoder), images are
+    decoded by nvImageCodec on `device` and batches arrive there.
     """
     sampler = EpochSampler(plan, rank, seed, flip)
+    if decoder == "gpu":
+        from cosface.data.gpu_decode import GpuDecodeLoader
+
+        return GpuDecodeLoader(source, sampler, image_size, device, prefetch=prefetch)
     if workers > 0 and ring:
         from cosface.data.ring import RingLoader
 
