@@ -59,6 +59,7 @@ class GpuDecodeLoader:
         self.device, self.prefetch = device, max(1, prefetch)
         self._decoder = nvimgcodec.Decoder(device_id=device.index or 0)
         self._params = nvimgcodec.DecodeParams(apply_exif_orientation=False)
+        self._code_stream = getattr(nvimgcodec, "CodeStream", None)
         self._labels = torch.as_tensor(np.asarray(source.labels, dtype=np.int64))
 
     def __len__(self) -> int:
@@ -116,14 +117,19 @@ class GpuDecodeLoader:
                 where.append(k)
             except (ValueError, OSError):
                 pass                                                       # the CPU fallback reports it
+        if self._code_stream is not None:        # recent releases decode CodeStreams; older ones take bytes
+            blobs = [self._code_stream(b) for b in blobs]
         decoded = self._decoder.decode(blobs, params=self._params, cuda_stream=stream.cuda_stream) if blobs else []
         got = dict(zip(where, decoded))
         images = torch.empty((len(idx), size, size, 3), dtype=torch.uint8, device=self.device)
         used = np.asarray(idx, dtype=np.int64).copy()
         bad: list[str] = []
-        for k in range(len(idx)):
-            img = got.get(k)
-            t = torch.as_tensor(img, device=self.device) if img is not None else None
+        views = [torch.as_tensor(got[k], device=self.device) if got.get(k) is not None else None
+                 for k in range(len(idx))]
+        if all(t is not None and t.shape == (size, size, 3) for t in views):
+            torch.stack(views, out=images)                                 # the usual case: one kernel
+            views = []
+        for k, t in enumerate(views):
             if t is None or t.dim() != 3 or t.shape[2] != 3:
                 used[k] = self._cpu_fallback(int(idx[k]), images[k], bad, n)
             elif t.shape[0] == size and t.shape[1] == size:
@@ -133,6 +139,9 @@ class GpuDecodeLoader:
                 x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", antialias=True,
                                                     align_corners=False)
                 images[k].copy_(x[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8))
+        # nvImageCodec owns the decoded buffers and frees them with their Image objects: let the copies
+        # out of them finish before `decoded` goes (this thread only; the training loop does not wait).
+        stream.synchronize()
         return {"images": images,                                          # (B, H, W, 3) uint8, on the device
                 "labels": self._labels[torch.from_numpy(used)],
                 "flips": torch.from_numpy(np.asarray(flips, dtype=bool)),

@@ -108,7 +108,7 @@ class RingLoader:
     def _pin(self) -> bool:
         """Page-lock the ring once, so host-to-device copies from it are asynchronous DMA."""
         t = self._images
-        err = torch.cuda.cudart().cudaHostRegister(t.data_ptr(), t.numel() * t.element_size(), 0)
+        err = torch.cuda.cudart().cudaHostRegister(t.data_ptr(), t.numel() * t.element_size(), 1)  # portable
         return int(err) == 0 and t.is_pinned()
 
     @staticmethod
