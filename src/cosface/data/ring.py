@@ -78,14 +78,14 @@ class RingLoader:
         self._images_np = self._images.numpy()
         self._procs: list = []
         self._conns: list = []
-        self._pinned = False
+        self._pinned: list[int] = []          # the ring's address while page-locked
         # Slots the consumer has freed: (slot, CUDA event or None). Appended to from finalizers.
         self._freed: collections.deque = collections.deque()
         self._free: list[int] = []
         self._outstanding: list[int] = []      # tasks queued per worker
         self._in_flight = 0
         self._closed = False
-        self._finalizer = weakref.finalize(self, RingLoader._shutdown, self._procs, self._conns)
+        self._finalizer = weakref.finalize(self, RingLoader._shutdown, self._procs, self._conns, self._pinned)
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -103,16 +103,24 @@ class RingLoader:
         self._outstanding = [0] * self.workers
         self._free = list(range(self.num_slots))
         if self.pin_memory and torch.cuda.is_available():
-            self._pinned = self._pin()
+            self._pin()
 
-    def _pin(self) -> bool:
+    def _pin(self) -> None:
         """Page-lock the ring once, so host-to-device copies from it are asynchronous DMA."""
         t = self._images
         err = torch.cuda.cudart().cudaHostRegister(t.data_ptr(), t.numel() * t.element_size(), 1)  # portable
-        return int(err) == 0 and t.is_pinned()
+        if int(err) == 0:
+            self._pinned.append(t.data_ptr())
 
     @staticmethod
-    def _shutdown(procs, conns) -> None:
+    def _shutdown(procs, conns, pinned) -> None:
+        for ptr in pinned:
+            try:
+                torch.cuda.synchronize()          # nothing may still be copying out of the ring
+                torch.cuda.cudart().cudaHostUnregister(ptr)
+            except Exception:                     # at interpreter exit CUDA may already be gone
+                pass
+        pinned.clear()
         for c in conns:
             try:
                 c.send(None)
@@ -133,11 +141,6 @@ class RingLoader:
         if self._closed:
             return
         self._closed = True
-        if self._pinned:
-            # Nothing may still be copying out of the ring when it is unpinned.
-            torch.cuda.synchronize()
-            torch.cuda.cudart().cudaHostUnregister(self._images.data_ptr())
-            self._pinned = False
         self._finalizer()
 
     # -- slots ---------------------------------------------------------------------------------------
