@@ -135,6 +135,7 @@ class GraphedStep:
             return loss.detach()
         if self.graph is None:
             self._capture(images, labels, flips)
+        assert self.graph is not None and self.loss is not None
         for buf, t in zip(self.static, (images, labels, flips)):
             buf.copy_(t, non_blocking=True)
         self.graph.replay()
