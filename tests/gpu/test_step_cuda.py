@@ -54,10 +54,10 @@ def test_cuda_graph_step_gives_the_eager_losses(amp):
     assert torch.allclose(got, ref, rtol=tol), (got, ref)
 
 
-@pytest.mark.parametrize("mode", ["default", "max-autotune-no-cudagraphs"])
-def test_inductor_compiled_step_gives_the_eager_losses(mode):
+def test_inductor_compiled_step_gives_the_eager_losses():
+    # One mode: each compilation of MobileFaceNet's forward and backward takes tens of seconds.
     ref, _ = _run({"optim.implementation": "foreach"}, True, steps=4)
-    got, _ = _run({"optim.implementation": "foreach", "train.compile": True, "train.compile_mode": mode}, True, steps=4)
+    got, _ = _run({"optim.implementation": "foreach", "train.compile": True}, True, steps=4)
     assert torch.allclose(got, ref, rtol=2e-2), (got, ref)
 
 
