@@ -15,6 +15,7 @@ as on the CPU path.
 """
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
 
@@ -70,7 +71,7 @@ class GpuDecodeLoader:
         stop = threading.Event()
         thread = threading.Thread(target=self._produce, args=(out, stop), name="cosface-gpu-decode", daemon=True)
         thread.start()
-        consumer = torch.cuda.current_stream(self.device)
+        consumer = torch.cuda.current_stream(self.device) if self.device.type == "cuda" else None
         try:
             while True:
                 item = out.get()
@@ -79,9 +80,10 @@ class GpuDecodeLoader:
                 if isinstance(item, BaseException):
                     raise item
                 batch, event = item
-                consumer.wait_event(event)
-                # Allocated on the decode stream, used on this one: keep the allocator from reusing it early.
-                batch["images"].record_stream(consumer)
+                if consumer is not None:
+                    consumer.wait_event(event)
+                    # Allocated on the decode stream, used on this one: keep the allocator from reusing it early.
+                    batch["images"].record_stream(consumer)
                 yield batch
         finally:
             stop.set()
@@ -94,15 +96,19 @@ class GpuDecodeLoader:
 
     # -- the decode thread -------------------------------------------------------------------------
     def _produce(self, out: queue.Queue, stop: threading.Event) -> None:
-        stream = torch.cuda.Stream(self.device)
+        # The device is CUDA in training (resolve_decoder); the CPU case exists so the loader's own
+        # logic (order, fallback, replacement, shutdown) is tested without a GPU.
+        stream = torch.cuda.Stream(self.device) if self.device.type == "cuda" else None
         try:
             for idx, flips in self.sampler:
                 if stop.is_set():
                     return
-                with torch.cuda.stream(stream):
+                event = None
+                with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
                     batch = self._decode(idx, flips, stream)
-                    event = torch.cuda.Event()
-                    event.record(stream)
+                    if stream is not None:
+                        event = torch.cuda.Event()
+                        event.record(stream)
                 out.put((batch, event))
             out.put(None)
         except BaseException as e:            # surfaces in the training loop, not as a silent stall
@@ -119,7 +125,8 @@ class GpuDecodeLoader:
                 pass                                                       # the CPU fallback reports it
         if self._code_stream is not None:        # recent releases decode CodeStreams; older ones take bytes
             blobs = [self._code_stream(b) for b in blobs]
-        decoded = self._decoder.decode(blobs, params=self._params, cuda_stream=stream.cuda_stream) if blobs else []
+        cuda_stream = stream.cuda_stream if stream is not None else 0
+        decoded = self._decoder.decode(blobs, params=self._params, cuda_stream=cuda_stream) if blobs else []
         got = dict(zip(where, decoded))
         images = torch.empty((len(idx), size, size, 3), dtype=torch.uint8, device=self.device)
         used = np.asarray(idx, dtype=np.int64).copy()
@@ -141,7 +148,8 @@ class GpuDecodeLoader:
                 images[k].copy_(x[0].permute(1, 2, 0).round_().clamp_(0, 255).to(torch.uint8))
         # nvImageCodec owns the decoded buffers and frees them with their Image objects: let the copies
         # out of them finish before `decoded` goes (this thread only; the training loop does not wait).
-        stream.synchronize()
+        if stream is not None:
+            stream.synchronize()
         return {"images": images,                                          # (B, H, W, 3) uint8, on the device
                 "labels": self._labels[torch.from_numpy(used)],
                 "flips": torch.from_numpy(np.asarray(flips, dtype=bool)),
