@@ -1,4 +1,5 @@
-"""data.decoder: the choice of decoder, the CPU path's images unchanged, and the GPU loader's own logic with a stand-in decoder (real GPU decoding: tests/gpu)."""
+"""data.decoder: the choice of decoder, the CPU path's images unchanged, and the GPU loader's own logic
+with a stand-in decoder (real GPU decoding: tests/gpu)."""
 import numpy as np
 import pytest
 import torch
