@@ -1,57 +1,191 @@
 #!/usr/bin/env bash
-# Every GPU check and benchmark in one run (a lent GPU machine has minutes, not hours):
-#   1. eager train-step throughput, batch 128/512, fp32/bf16;  2. loader throughput on packed data;
-#   3. a real `cosface train` epoch on packed data (loader + step together);  4. the CUDA tests;
-#   5. torch.compile throughput;  6. iresnet50/100 + ArcFace step, eager and compiled.  Each stage has its own time limit, so a slow stage costs only itself.
-# Usage: bash benchmarks/gpu_check.sh OUTDIR   (needs simplejpeg: carried as a wheel in .whl/ when missing)
+# Every GPU check and benchmark of cosface in one script, ending in ONE table (OUTDIR/table.txt).
+# A lent GPU machine has minutes: each stage runs under its own `timeout`, so a slow stage costs only
+# itself, and every figure is printed as soon as it is measured (a `RESULT ...` line) and collected.
+#
+# Stages (pick with --stages). The stage limits add up to ~17 minutes if every stage ran to its limit
+# (expected: well under 10), so on a machine with 10 minutes per command run two commands, each at most
+# ~8.5 minutes by its limits:   --stages step,tests   then   --stages data,loader,train,eval
+#   step    train-step images/s: eager / graph (CUDA graph) / compiled, fp32 / bf16, batch 128 / 512 / 1024
+#   data    >= 50k synthetic 112x112 faces (`cosface synth`, every core) packed to RecordIO (`cosface pack`),
+#           plus an LFW-size synthetic evaluation set (13.5k images, 6,000 pairs)
+#   loader  the input pipeline alone: CPU workers (ring loader) and GPU decoding (nvImageCodec)
+#   train   real `cosface train` runs on the packed set (CUDA-graph step, bf16, batch 512, 14 workers):
+#           2 epochs each, the second one timed, once per decoder
+#   eval    LFW end to end (`cosface eval`: decode + embed + protocol) and `cosface embed` over a folder
+#   tests   the CUDA tests (tests/gpu)
+#   iresnet iresnet50/100 + ArcFace (93,431 classes, MS1MV3-size) train step, bf16, channels_last,
+#           eager and compiled (not in the default list: add it, e.g. --stages step,tests,iresnet)
+#
+# Usage: bash benchmarks/gpu_check.sh [OUTDIR] [--stages a,b,...] [--cpu]
+#   --cpu   a dry run on a machine without a GPU: tiny sizes on the CPU, to check that every stage's
+#           commands and arguments work (figures meaningless; GPU-only parts report "skipped").
+# Wheels missing on the GPU machine (simplejpeg; nvidia-nvimgcodec-cu12/cu13 for GPU decoding) are
+# installed from .whl/ when present: fill it beforehand with `pip download --no-deps -d .whl ...`.
 set -u
-OUTDIR=${1:-gpu_out}; mkdir -p "$OUTDIR"
-if ! python3 -c "import simplejpeg" 2>/dev/null && ls .whl/*.whl >/dev/null 2>&1; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site
-fi
+OUTDIR=gpu_out; STAGES=step,data,loader,train,eval,tests; DRY=0
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --stages) STAGES="$2"; shift 2;;
+    --cpu) DRY=1; shift;;
+    -*) echo "unknown option $1" >&2; exit 2;;
+    *) OUTDIR="$1"; shift;;
+  esac
+done
+mkdir -p "$OUTDIR"; OUTDIR=$(cd "$OUTDIR" && pwd)
+PY=${PYTHON:-python3}
+WORK=${WORK:-/tmp/cosface_gpu_check}; mkdir -p "$WORK"
+RESULTS="$OUTDIR/results.txt"; : > "$RESULTS"
+
+for mod_whl in "simplejpeg:simplejpeg" "nvidia.nvimgcodec:nvidia_nvimgcodec"; do
+  mod=${mod_whl%%:*}; whl=${mod_whl##*:}
+  if ! $PY -c "import $mod" 2>/dev/null && ls .whl/${whl}*.whl >/dev/null 2>&1; then
+    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/${whl}*.whl \
+      && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+  fi
+done
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD/src" PYTHONUNBUFFERED=1
-log() { echo "== $*" | tee -a "$OUTDIR/summary.txt"; }
-nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | tee "$OUTDIR/gpu.txt"
-python3 -c "import torch, os; print('torch', torch.__version__, 'cpus', os.cpu_count())" | tee -a "$OUTDIR/gpu.txt"
 
-log "1. eager train step"
-timeout 60 python3 benchmarks/train_throughput.py --device cuda --batch 128 512 --dtype fp32 bf16 \
-  --iters 20 --warmup 5 2>&1 | tee -a "$OUTDIR/summary.txt"
+if [ $DRY = 1 ]; then
+  DEV=cpu; BATCHES="8"; DTYPES="fp32"; VARIANTS="eager graph"; IDS=20; PER=4; LFW_IDS=20; LFW_PER=2
+  TRAIN_BATCH=8; WORKERS="0 2"; TRAIN_WORKERS=2; ITERS=1; WARM=1; EMBED_BATCH=16; CLASSES=100
+else
+  DEV=cuda; BATCHES="128 512 1024"; DTYPES="fp32 bf16"; VARIANTS="eager graph"; IDS=2560; PER=20; LFW_IDS=1500
+  LFW_PER=9; TRAIN_BATCH=512; WORKERS="4 8 14"; TRAIN_WORKERS=14; ITERS=20; WARM=5; EMBED_BATCH=1024; CLASSES=10572
+fi
 
-log "2. data: 32768 noise faces, packed"
-timeout 40 python3 - "$OUTDIR" <<'PY'
-import sys, os, numpy as np, simplejpeg
-from concurrent.futures import ProcessPoolExecutor
-def write(c):
-    rng = np.random.default_rng(c); d = f"/tmp/gpu_faces/{c:04d}"; os.makedirs(d, exist_ok=True)
-    base = rng.integers(0, 256, 3)
-    for i in range(64):
-        img = np.clip(base + rng.normal(0, 30, (112, 112, 3)), 0, 255).astype(np.uint8)
-        open(f"{d}/{i}.jpg", "wb").write(simplejpeg.encode_jpeg(img, quality=90))
-with ProcessPoolExecutor() as ex: list(ex.map(write, range(512)))
+want() { case ",$STAGES," in *",$1,"*) return 0;; *) return 1;; esac; }
+# run_stage NAME SECONDS CMD...: the command under `timeout`, its output in OUTDIR/NAME.log (and on
+# screen), its RESULT lines collected, and one STATUS line (ok / failed rc / timed out) with its time.
+run_stage() {
+  local name=$1 limit=$2; shift 2
+  echo "== $name (limit ${limit}s): $*"
+  local t0=$SECONDS
+  timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$OUTDIR/$name.log"
+  local rc=${PIPESTATUS[0]}
+  grep -h '^RESULT ' "$OUTDIR/$name.log" >> "$RESULTS"
+  local status=ok; [ $rc = 124 ] || [ $rc = 137 ] && status="timed out" || { [ $rc != 0 ] && status="failed rc=$rc"; }
+  echo "STATUS $name $status $((SECONDS - t0))s" | tee -a "$RESULTS"
+}
+
+{ nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
+  $PY -c "import torch, os; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cpus', os.cpu_count())"
+  uptime; } | tee "$OUTDIR/machine.txt"
+
+# ---- stage: step ---------------------------------------------------------------------------------
+if want step; then
+  run_stage step_eager_graph 120 $PY benchmarks/train_throughput.py --device $DEV --classes $CLASSES \
+    --batch $BATCHES --dtype $DTYPES --variant $VARIANTS --optimizer fused --iters $ITERS --warmup $WARM
+  if [ $DRY = 0 ]; then
+    # Compilation takes tens of seconds per shape: the most useful shapes first, the rest as time allows.
+    run_stage step_compiled 150 $PY benchmarks/train_throughput.py --device $DEV --classes $CLASSES \
+      --batch 512 1024 128 --dtype bf16 fp32 --variant compiled --optimizer fused --iters $ITERS --warmup $WARM
+    run_stage step_blocked_head 45 $PY benchmarks/train_throughput.py --device $DEV --classes $CLASSES \
+      --batch 512 --dtype bf16 --variant eager graph --class-chunk 0 4096 --optimizer fused --iters $ITERS --warmup $WARM
+  else
+    echo "STATUS step_compiled skipped (Inductor on a CPU takes minutes; tests/unit/test_step.py traces it)" | tee -a "$RESULTS"
+  fi
+fi
+
+# ---- stage: data ---------------------------------------------------------------------------------
+SYN="$WORK/synth"; PACKED="$WORK/packed"
+if want data; then
+  rm -rf "$SYN" "$PACKED"
+  run_stage data_synth 90 $PY -m cosface synth "$SYN" --identities $IDS --images-per-identity $PER \
+    --lfw-identities $LFW_IDS --lfw-images-per-identity $LFW_PER --quiet
+  run_stage data_pack 60 $PY -m cosface pack "$SYN/train" -o "$PACKED" --quiet
+fi
+
+# ---- stage: loader -------------------------------------------------------------------------------
+if want loader; then
+  GPU_DECODE=""; [ $DRY = 0 ] && GPU_DECODE="--gpu-decode"
+  run_stage loader 60 $PY benchmarks/train_throughput.py --device $DEV --batch $TRAIN_BATCH --loader-only \
+    --loader "$PACKED" --workers $WORKERS $GPU_DECODE --loader-batches 40
+fi
+
+# ---- stage: train --------------------------------------------------------------------------------
+# train_run NAME DECODER STEP-SETTINGS...: 2 epochs on the packed set; the second epoch's images/s is the figure.
+train_run() {
+  local name=$1 decoder=$2; shift 2
+  local amp=bf16; [ $DRY = 1 ] && amp=none
+  rm -rf "$WORK/run_$name"
+  run_stage "train_$name" 90 $PY -m cosface train --data "$PACKED" --out "$WORK/run_$name" --no-progress \
+    --set train.device=$DEV --set train.amp=$amp --set train.batch_size=$TRAIN_BATCH \
+    --set data.workers=$TRAIN_WORKERS --set data.decoder=$decoder --set train.epochs=2 \
+    --set checkpoint.save_start_epoch=2 --set train.log_every=20 "$@"
+  $PY - "$WORK/run_$name/metrics.jsonl" "$name" <<'PY' | tee -a "$RESULTS"
+import json, sys
+try:
+    epochs = [r for r in map(json.loads, open(sys.argv[1])) if r["type"] == "epoch"]
+except OSError:
+    epochs = []
+for r in epochs:
+    print(f"RESULT train run={sys.argv[2]} epoch={r['epoch']} img_s={r['images_per_s']:.0f} ms={r['step_time_ms']:.2f}")
 PY
-timeout 40 python3 -m cosface pack /tmp/gpu_faces -o /tmp/gpu_packed --quiet 2>&1 | tail -2
-log "loader (packed, batch 512)"
-timeout 60 python3 benchmarks/train_throughput.py --device cuda --batch 512 --iters 1 --warmup 1 \
-  --loader /tmp/gpu_packed --workers 0 4 8 14 2>&1 | grep loader | tee -a "$OUTDIR/summary.txt"
+}
+if want train; then
+  if [ $DRY = 0 ]; then
+    train_run cpu_graph cpu --set train.cuda_graph=true
+    train_run gpu_graph gpu --set train.cuda_graph=true
+  else
+    train_run cpu_eager auto --set optim.implementation=fused
+  fi
+fi
 
-log "3. cosface train, 1 epoch, bf16, batch 512, 14 workers, packed"
-timeout 90 python3 -m cosface train --data /tmp/gpu_packed --out /tmp/gpu_run --no-progress \
-  --set train.device=cuda --set train.amp=bf16 --set train.batch_size=512 --set data.workers=14 \
-  --set train.epochs=2 --set checkpoint.save_start_epoch=2 --set train.log_every=16 2>&1 | tee -a "$OUTDIR/summary.txt"
-cp /tmp/gpu_run/metrics.jsonl "$OUTDIR/train_metrics.jsonl" 2>/dev/null
+# ---- stage: eval ---------------------------------------------------------------------------------
+if want eval; then
+  CKPT=$(ls "$WORK"/run_*/checkpoints/*.pt 2>/dev/null | head -1)
+  if [ -z "$CKPT" ]; then
+    echo "STATUS eval skipped (no checkpoint: run the train stage first)" | tee -a "$RESULTS"
+  else
+    # timed: run a command, then print its wall time as `ELAPSED seconds` (decode + model + protocol, start-up included).
+    TIMED=(-c "import subprocess, sys, time; t = time.perf_counter(); rc = subprocess.call(sys.argv[1:]); print(f'ELAPSED {time.perf_counter() - t:.3f}'); sys.exit(rc)")
+    run_stage eval_lfw 60 $PY "${TIMED[@]}" $PY -m cosface eval --ckpt "$CKPT" --lfw "$SYN/lfw" --device $DEV \
+      --batch-size $EMBED_BATCH --no-progress
+    NIMG=$(find "$SYN/lfw/lfw_align_112" -name '*.jpg' | wc -l)
+    run_stage eval_embed 60 $PY "${TIMED[@]}" $PY -m cosface embed --model "$CKPT" -o "$WORK/embed.npy" \
+      --batch-size $EMBED_BATCH --device $DEV "$SYN/lfw/lfw_align_112"
+    $PY - "$OUTDIR" "$NIMG" <<'PY' | tee -a "$RESULTS"
+import re, sys
+out, n = sys.argv[1], int(sys.argv[2])
+for task, log in (("lfw_end_to_end", "eval_lfw"), ("embed_folder", "eval_embed")):
+    m = re.findall(r"^ELAPSED ([0-9.]+)", open(f"{out}/{log}.log").read(), re.M)
+    if m:
+        s = float(m[-1])
+        print(f"RESULT eval task={task} images={n} img_s={n / s:.0f} seconds={s:.2f}")
+PY
+  fi
+fi
 
-log "4. CUDA tests"
-timeout 120 python3 -m pytest -q -p no:cacheprovider tests/gpu 2>&1 | tail -15 | tee -a "$OUTDIR/summary.txt"
+# ---- stage: tests --------------------------------------------------------------------------------
+if want tests; then
+  run_stage tests 180 $PY -m pytest -q -p no:cacheprovider tests/gpu -rs
+fi
 
-log "5. compiled train step"
-timeout 120 python3 benchmarks/train_throughput.py --device cuda --batch 512 --dtype bf16 --compile on \
-  --iters 20 --warmup 3 2>&1 | tail -3 | tee -a "$OUTDIR/summary.txt"
-# ---- IResNet stage (issue 11): its own time limits, after the MobileFaceNet stages above -------------
-log "6. iresnet50/100 + ArcFace (93,431 classes, MS1MV3) train step, batch 128, bf16, channels_last, eager"
-timeout 150 python3 benchmarks/train_throughput.py --device cuda --backbone iresnet50 iresnet100 --head arcface \
-  --classes 93431 --batch 128 --dtype bf16 --iters 20 --warmup 5 2>&1 | tail -3 | tee -a "$OUTDIR/summary.txt"
-log "6b. the same, torch.compile on"
-timeout 300 python3 benchmarks/train_throughput.py --device cuda --backbone iresnet50 iresnet100 --head arcface \
-  --classes 93431 --batch 128 --dtype bf16 --compile on --iters 20 --warmup 3 2>&1 | tail -3 | tee -a "$OUTDIR/summary.txt"
-log done
+# ---- stage: iresnet ------------------------------------------------------------------------------
+if want iresnet; then
+  if [ $DRY = 1 ]; then RBATCH=4; RCLASSES=100; RVARIANTS="eager"; else RBATCH=128; RCLASSES=93431; RVARIANTS="eager compiled"; fi
+  run_stage iresnet_step 300 $PY benchmarks/train_throughput.py --device $DEV --backbone iresnet50 iresnet100 \
+    --head arcface --classes $RCLASSES --batch $RBATCH --dtype bf16 --variant $RVARIANTS --optimizer fused \
+    --iters $ITERS --warmup $WARM
+fi
+
+# ---- the table -------------------------------------------------------------------------------------
+$PY - "$RESULTS" <<'PY' | tee "$OUTDIR/table.txt"
+import sys
+rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
+def kv(parts):
+    return dict(p.split("=", 1) for p in parts if "=" in p)
+print(f"{'what':<10} {'configuration':<52} {'images/s':>10} {'ms/step or s':>13}")
+for r in rows:
+    if r[0] == "RESULT":
+        d = kv(r[2:])
+        what = r[1]
+        rate = d.pop("img_s", "failed" if "failed" in r else "")
+        ms = d.pop("ms", d.pop("seconds", ""))
+        print(f"{what:<10} {' '.join(f'{k}={v}' for k, v in d.items()):<52} {rate:>10} {ms:>13}")
+print()
+for r in rows:
+    if r[0] == "STATUS":
+        print("stage", " ".join(r[1:]))
+PY

@@ -39,6 +39,9 @@ class HeadConfig:
     # Fraction of negative class centres used per step when the head is class-sharded (Partial FC);
     # 1.0 uses every centre. Positives of the batch are always kept.
     sample_rate: float = 1.0
+    # > 0: the loss is computed over blocks of this many classes without the (B, C) logits
+    # (cosface.margin_ce); 0: the head's plain logits.
+    class_chunk: int = 0
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,7 @@ class DataConfig:
     flip: bool = True        # random horizontal flip, p = 0.5
     prefetch: int = 2        # batches each worker keeps ready
     num_classes: int = 0     # 0 = take it from the data; otherwise the data must have exactly this many
+    decoder: str = "cpu"     # cpu | gpu (nvImageCodec, CUDA) | auto (gpu when installed and training on CUDA)
 
 
 @dataclass(frozen=True)
@@ -62,6 +66,7 @@ class OptimConfig:
     # No weight decay on BatchNorm/PReLU parameters and biases (decay only conv/linear weights and centres).
     no_decay_bn_prelu: bool = False
     clip_grad_norm: float = 0.0  # > 0: clip the backbone's gradient norm to this (insightface: 5); 0 = off
+    implementation: str = "auto"  # auto | for-loop | foreach | fused (torch SGD kernels; same update)
 
 
 @dataclass(frozen=True)
@@ -84,6 +89,8 @@ class TrainConfig:
     amp: str = "none"            # none | bf16 | fp16 (CUDA)
     channels_last: bool = True
     compile: bool = False
+    compile_mode: str = "default"   # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
+    cuda_graph: bool = False     # capture the whole step as one CUDA graph (CUDA, one process)
     log_every: int = 50          # steps between metrics.jsonl records
     # Multi-process runs: a collective that waits longer than this fails (a dead or stalled rank)
     # instead of hanging; must exceed rank 0's longest solo phase (checkpoint write + evaluation).
@@ -289,13 +296,17 @@ def validate(cfg: Config, source: str = "config") -> None:
     need(cfg.optim.clip_grad_norm >= 0, "optim.clip_grad_norm", f"must be >= 0 (0 = off), got {cfg.optim.clip_grad_norm}")
     need(cfg.schedule.power > 0, "schedule.power", f"must be > 0, got {cfg.schedule.power}")
     need(0 < cfg.head.sample_rate <= 1, "head.sample_rate", f"must be in (0, 1], got {cfg.head.sample_rate}")
+    need(cfg.head.class_chunk >= 0, "head.class_chunk", f"must be >= 0, got {cfg.head.class_chunk}")
     need(cfg.data.workers >= 0, "data.workers", "must be >= 0")
     need(cfg.data.prefetch >= 1, "data.prefetch", "must be >= 1")
+    need(cfg.data.decoder in ("cpu", "gpu", "auto"), "data.decoder", f"must be cpu, gpu or auto, got {cfg.data.decoder!r}")
     need(cfg.data.num_classes >= 0, "data.num_classes", "must be >= 0")
     need(cfg.optim.lr > 0, "optim.lr", f"must be > 0, got {cfg.optim.lr}")
     need(0 <= cfg.optim.momentum < 1, "optim.momentum", "must be in [0, 1)")
     need(not cfg.optim.nesterov or cfg.optim.momentum > 0, "optim.nesterov", "needs optim.momentum > 0")
     need(cfg.optim.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+    need(cfg.optim.implementation in ("auto", "for-loop", "foreach", "fused"), "optim.implementation",
+         f"must be auto, for-loop, foreach or fused, got {cfg.optim.implementation!r}")
     need(cfg.optim.reference_batch > 0, "optim.reference_batch", "must be > 0")
     need(cfg.schedule.name in available_schedules(), "schedule.name",
          f"must be one of {available_schedules()}, got {cfg.schedule.name!r}")
@@ -308,6 +319,9 @@ def validate(cfg: Config, source: str = "config") -> None:
     need(cfg.train.amp in ("none", "bf16", "fp16"), "train.amp", f"must be none, bf16 or fp16, got {cfg.train.amp!r}")
     need(cfg.train.device == "auto" or cfg.train.device == "cpu" or cfg.train.device.startswith("cuda"),
          "train.device", f"must be auto, cpu, cuda or cuda:N, got {cfg.train.device!r}")
+    need(cfg.train.compile_mode in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
+         "train.compile_mode", f"must be default, reduce-overhead, max-autotune or max-autotune-no-cudagraphs, "
+         f"got {cfg.train.compile_mode!r}")
     need(cfg.train.log_every > 0, "train.log_every", "must be > 0")
     need(cfg.train.timeout_s > 0, "train.timeout_s", f"must be > 0, got {cfg.train.timeout_s}")
     need(cfg.checkpoint.save_start_epoch >= 1, "checkpoint.save_start_epoch", "must be >= 1")

@@ -40,6 +40,10 @@ class CosFaceHead(nn.Module):
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.logits(embeddings, labels), labels)
 
+    def margin_on_target(self, cos_t: torch.Tensor) -> torch.Tensor:
+        """The target cosine after the margin, (B,) -> (B,): what cosface.margin_ce needs of a head."""
+        return cos_t - self.m
+
     # The whole table lives here, so saving and loading are identities.
     def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
         return t
@@ -70,6 +74,10 @@ class MarginHead(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         return F.cross_entropy(self.logits(embeddings, labels), labels)
+
+    def margin_on_target(self, cos_t: torch.Tensor) -> torch.Tensor:
+        """The target cosine after the margin, (B,) -> (B,): what cosface.margin_ce needs of a head."""
+        return self.margin.target(cos_t)
 
     def gather_rows(self, t: torch.Tensor) -> torch.Tensor:
         return t

@@ -1,4 +1,4 @@
-"""The optimizer the [optim] section describes, and gradient clipping: the recipe options the
+"""The parameter groups the [optim] section describes, and gradient clipping: the recipe options the
 trainer calls at one line each.
 
 Weight decay exclusion (`optim.no_decay_bn_prelu`): BatchNorm scales/shifts, PReLU slopes and biases
@@ -28,14 +28,13 @@ def decay_groups(modules: list[nn.Module]) -> tuple[list[nn.Parameter], list[nn.
     return decay, no_decay
 
 
-def build_optimizer(cfg, backbone: nn.Module, head: nn.Module) -> torch.optim.Optimizer:
-    """SGD over the backbone and head from an [optim] config section."""
-    kwargs = dict(lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov, weight_decay=cfg.weight_decay)
+def param_groups(cfg, backbone: nn.Module, head: nn.Module) -> list:
+    """What the optimizer (cosface.step.build_optimizer) updates: every parameter of the backbone and
+    head, or with optim.no_decay_bn_prelu two groups, the second with weight_decay = 0."""
     if not cfg.no_decay_bn_prelu:
-        return torch.optim.SGD(list(backbone.parameters()) + list(head.parameters()), **kwargs)
+        return list(backbone.parameters()) + list(head.parameters())
     decay, no_decay = decay_groups([backbone, head])
-    groups: list[dict] = [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.SGD(groups, **kwargs)
+    return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 def clip_gradients(cfg, backbone: nn.Module, optimizer: torch.optim.Optimizer, scaler=None) -> float | None:

@@ -19,6 +19,7 @@ EXTRAS: dict[str, str] = {
     "matplotlib": "plot",
     "matplotlib.pyplot": "plot",
     "matplotlib.figure": "plot",
+    "nvidia.nvimgcodec": "gpu-decode",
 }
 
 

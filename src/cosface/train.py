@@ -18,13 +18,15 @@ from cosface.checkpoint import (FORMAT, FORMAT_VERSION, atomic_save, checkpoint_
                                 set_rng_state, training_state, versions)
 from cosface.config import Config
 from cosface.data.dataset import Plan, make_loader
+from cosface.data.gpu_decode import resolve_decoder
 from cosface.data.sources import open_source
 from cosface.errors import CosfaceError
-from cosface.optim import build_optimizer, clip_gradients
+from cosface.optim import clip_gradients, param_groups
 from cosface.parallel import Runtime, setup_runtime
 from cosface.portable import portable_config, portable_path
-from cosface.preprocess import Preprocessing, normalize
+from cosface.preprocess import Preprocessing
 from cosface.schedules import learning_rate
+from cosface.step import build_optimizer, build_step
 
 if TYPE_CHECKING:
     from cosface.evaluation import Report
@@ -89,7 +91,8 @@ class Trainer:
             backbone = backbone.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
         self.backbone, self.head = backbone, head
 
-        self.optimizer = build_optimizer(cfg.optim, backbone, head)
+        self.optimizer = build_optimizer(param_groups(cfg.optim, backbone, head), cfg.optim,
+                                         cuda_graph=cfg.train.cuda_graph)
         plan = Plan(len(source), cfg.train.batch_size, rt.world_size, cfg.train.accumulate)
         if plan.steps_per_epoch == 0:
             raise CosfaceError(f"{len(source)} images is less than one global batch of {plan.global_batch} "
@@ -113,13 +116,14 @@ class Trainer:
                 start_epoch, start_step = start_epoch + 1, 0
             self._say(f"resumed from {self.resumed_from} (epoch {start_epoch + 1}, step {start_step}, global step {self.global_step})")
 
-        self.model: Any = rt.wrap_backbone(backbone)   # DDP-wrapped and/or compiled
-        if cfg.train.compile:
-            self.model = torch.compile(self.model)
+        self.model: Any = rt.wrap_backbone(backbone)
         self.autocast, self.scaler = self._amp_policy()
+        self.step = build_step(cfg.train, self.optimizer, self.model, head, self.prep, self.autocast, self.scaler,
+                               rt, class_chunk=cfg.head.class_chunk, clip_grad_norm=cfg.optim.clip_grad_norm)
         loader = make_loader(source, plan, rank=rt.rank, seed=cfg.train.seed, flip=cfg.data.flip,
                              image_size=cfg.model.input_size, workers=cfg.data.workers,
-                             prefetch=cfg.data.prefetch, pin_memory=rt.device.type == "cuda")
+                             prefetch=cfg.data.prefetch, pin_memory=rt.device.type == "cuda",
+                             decoder=resolve_decoder(cfg.data.decoder, rt.device), device=rt.device)
         self._say(f"training {cfg.model.backbone} + {cfg.head.type} (s={cfg.head.s}, m={cfg.head.m}) on {len(source)} images, "
                   f"{num_classes} classes, {rt.world_size} process(es) on {rt.device}; global batch {plan.global_batch}, "
                   f"{plan.steps_per_epoch} steps/epoch, epochs {start_epoch + 1}..{cfg.train.epochs}")
@@ -152,8 +156,7 @@ class Trainer:
             if micro == 0:
                 step = start_step + epoch_steps
                 lr = learning_rate(cfg.schedule, self.base_lr, epoch + step / plan.steps_per_epoch, cfg.train.epochs)
-                for g in self.optimizer.param_groups:
-                    g["lr"] = lr
+                self.step.set_lr(lr)
             self._report_bad(batch["bad"])
             last_micro = micro == cfg.train.accumulate - 1
             loss = self._forward_backward(batch, sync=last_micro)
@@ -201,26 +204,11 @@ class Trainer:
         images = batch["images"].to(dev, non_blocking=nb)
         labels = batch["labels"].to(dev, non_blocking=nb)
         flips = batch["flips"].to(dev, non_blocking=nb)
-        x = normalize(images, self.prep)                                  # (B, 3, H, W), channels_last
-        x = torch.where(flips.view(-1, 1, 1, 1), x.flip(3), x)
-        if not self.cfg.train.channels_last:
-            x = x.contiguous()
-        no_sync = self.model.no_sync if (self.rt.distributed and not sync) else contextlib.nullcontext
-        with no_sync(), self.autocast():
-            emb = self.model(x)                                           # (B, D)
-            loss = self.head(emb.float(), labels)
-        scaled = loss / self.cfg.train.accumulate
-        (self.scaler.scale(scaled) if self.scaler else scaled).backward()
-        return loss
+        return self.step.forward_backward(images, labels, flips, sync)
 
     def _optimizer_step(self) -> None:
         clip_gradients(self.cfg.optim, self.backbone, self.optimizer, self.scaler)
-        if self.scaler:
-            self.scaler.step(self.optimizer)
-            self.scaler.update()
-        else:
-            self.optimizer.step()
-        self.optimizer.zero_grad(set_to_none=True)
+        self.step.optimizer_step()
 
     def _amp_policy(self):
         amp, dev = self.cfg.train.amp, self.rt.device

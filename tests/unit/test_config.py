@@ -76,7 +76,7 @@ def test_cli_prints_resolved_config_and_fails_cleanly():
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         "cosface config: error: --set: unknown config key 'optim.lrr'; "
-        "[optim] has lr, momentum, nesterov, weight_decay, scale_lr, reference_batch, no_decay_bn_prelu, clip_grad_norm"]
+        "[optim] has lr, momentum, nesterov, weight_decay, scale_lr, reference_batch, no_decay_bn_prelu, clip_grad_norm, implementation"]
 
 
 RECIPES = ["ms1mv3_r50_arcface", "ms1mv3_r100_arcface", "glint360k_r100_cosface", "webface42m_r100_cosface",

@@ -5,7 +5,8 @@ import torch
 from cosface.backbones import build_backbone
 from cosface.config import OptimConfig, ScheduleConfig
 from cosface.heads import CosFaceHead
-from cosface.optim import build_optimizer, clip_gradients, decay_groups
+from cosface.optim import clip_gradients, decay_groups, param_groups
+from cosface.step import build_optimizer
 from cosface.schedules import learning_rate
 
 
@@ -37,7 +38,8 @@ def test_poly_known_values_without_warmup():
 def test_no_decay_groups_hold_bn_prelu_and_biases_only():
     torch.manual_seed(0)
     backbone, head = build_backbone("iresnet18", embedding_size=32, input_size=16), CosFaceHead(5, 32)
-    opt = build_optimizer(OptimConfig(no_decay_bn_prelu=True, weight_decay=5e-4), backbone, head)
+    cfg = OptimConfig(no_decay_bn_prelu=True, weight_decay=5e-4)
+    opt = build_optimizer(param_groups(cfg, backbone, head), cfg)
     decay, no_decay = opt.param_groups
     assert decay["weight_decay"] == 5e-4 and no_decay["weight_decay"] == 0.0
     conv_fc = [m.weight for m in backbone.modules() if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))]
@@ -48,7 +50,7 @@ def test_no_decay_groups_hold_bn_prelu_and_biases_only():
     trainable = [p for p in list(backbone.parameters()) + [head.weight] if p.requires_grad]
     assert len(decay["params"]) + len(no_decay["params"]) == len(trainable)
     # Off (the reference): one group, every parameter decayed.
-    plain = build_optimizer(OptimConfig(), backbone, head)
+    plain = build_optimizer(param_groups(OptimConfig(), backbone, head), OptimConfig())
     assert len(plain.param_groups) == 1 and plain.param_groups[0]["weight_decay"] == 5e-4
 
 

@@ -87,27 +87,12 @@ class BatchDataset(torch.utils.data.Dataset):
 
     def __getitem__(self, item):
         indices, flips = item
-        n = len(self.source)
         batch = torch.empty((len(indices), self.image_size, self.image_size, 3), dtype=torch.uint8)
         if torch.utils.data.get_worker_info() is not None:
             # Decode straight into shared memory: the batch then reaches the main process as a handle,
             # not as a second copy of every pixel.
             batch.share_memory_()
-        images = batch.numpy()
-        used = np.empty(len(indices), dtype=np.int64)
-        bad: list[str] = []
-        for k, i in enumerate(indices):
-            i = int(i)
-            for attempt in range(n):
-                j = (i + attempt) % n
-                try:
-                    decode_image(self.source.read(j), self.image_size, out=images[k])
-                    used[k] = j
-                    break
-                except (ValueError, OSError) as e:
-                    bad.append(f"{self.source.describe(j)} ({e})")
-            else:
-                raise RuntimeError("no readable image in the whole dataset")
+        used, bad = decode_batch(self.source, indices, batch.numpy(), self.image_size)
         return {
             "images": batch,                                    # (B, H, W, 3) uint8
             "labels": self.labels[torch.from_numpy(used)],      # (B,)
@@ -116,10 +101,49 @@ class BatchDataset(torch.utils.data.Dataset):
         }
 
 
+def decode_batch(source, indices, images: np.ndarray, image_size: int) -> tuple[np.ndarray, list[str]]:
+    """Decode samples `indices` of `source` into `images` ((B, H, W, 3) uint8, written in place).
+
+    An unreadable sample is replaced by the next readable one (wrapping around). Returns (the sample
+    actually used for each row, descriptions of the unreadable samples met).
+    """
+    n = len(source)
+    used = np.empty(len(indices), dtype=np.int64)
+    bad: list[str] = []
+    for k, i in enumerate(indices):
+        i = int(i)
+        for attempt in range(n):
+            j = (i + attempt) % n
+            try:
+                decode_image(source.read(j), image_size, out=images[k])
+                used[k] = j
+                break
+            except (ValueError, OSError) as e:
+                bad.append(f"{source.describe(j)} ({e})")
+        else:
+            raise RuntimeError("no readable image in the whole dataset")
+    return used, bad
+
+
 def make_loader(source, plan: Plan, *, rank: int, seed: int, flip: bool, image_size: int,
-                workers: int, prefetch: int = 2, pin_memory: bool = False):
-    """A DataLoader over BatchDataset driven by an EpochSampler; call `loader.sampler.set_epoch`."""
+                workers: int, prefetch: int = 2, pin_memory: bool = False, ring: bool = True,
+                decoder: str = "cpu", device=None):
+    """The training loader for one rank, driven by an EpochSampler; call `loader.sampler.set_epoch`.
+
+    With workers, a RingLoader (cosface.data.ring: decoding into reused shared-memory slots); with
+    `ring=False`, torch's DataLoader over BatchDataset (kept for comparison in benchmarks). Both give
+    the same batches. With decoder = "gpu" (see cosface.data.gpu_decode.resolve_decoder), images are
+    decoded by nvImageCodec on `device` and batches arrive there.
+    """
     sampler = EpochSampler(plan, rank, seed, flip)
+    if decoder == "gpu":
+        from cosface.data.gpu_decode import GpuDecodeLoader
+
+        return GpuDecodeLoader(source, sampler, image_size, device, prefetch=prefetch)
+    if workers > 0 and ring:
+        from cosface.data.ring import RingLoader
+
+        return RingLoader(source, sampler, image_size, workers, prefetch=prefetch, pin_memory=pin_memory)
     kwargs: dict[str, Any] = dict(num_workers=workers, pin_memory=pin_memory)
     if workers > 0:
         kwargs.update(prefetch_factor=prefetch, persistent_workers=True)  # no restart per epoch
