@@ -20,7 +20,7 @@ def run(args) -> int:
     from pathlib import Path
 
     from cosface.config import load_config
-    from cosface.train import train
+    from cosface.trainer import train
 
     cfg = load_config(args.config, args.overrides)
     paths = {"data.path": args.data, "eval.lfw": args.lfw}
