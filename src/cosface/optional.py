@@ -18,6 +18,8 @@ EXTRAS: dict[str, str] = {
     "onnxscript": "onnx",
     "matplotlib": "plot",
     "matplotlib.pyplot": "plot",
+    "tensorboard": "tensorboard",
+    "torch.utils.tensorboard": "tensorboard",
 }
 
 
