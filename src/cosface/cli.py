@@ -18,6 +18,7 @@ COMMANDS = [
     "config",
     "train",
     "eval",
+    "plot",
     "export",
     "infer",
     "embed",

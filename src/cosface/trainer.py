@@ -74,6 +74,7 @@ class Trainer:
         if cfg.data.num_classes and cfg.data.num_classes != num_classes:
             raise CosfaceError(f"data.num_classes = {cfg.data.num_classes} but {cfg.data.path} has {num_classes} classes")
         ckpt = self._find_resume(resume)
+        self.validator.check_resume(self.out, resuming=ckpt is not None)
         if ckpt is not None:
             self._check_fits(ckpt, num_classes)
             check_resume_config(checkpoint_config(ckpt, self.resumed_from).to_dict(), cfg, self.resumed_from, self._say)
@@ -81,7 +82,7 @@ class Trainer:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.toml").write_text(cfg.to_toml())
             (self.out / "classes.txt").write_text("".join(f"{n}\n" for n in self.class_names))
-            self.validator.write(self.out, resuming=ckpt is not None)
+            self.validator.write(self.out)
         rt.barrier()
         self.logs = MetricsLog(self.out, cfg.log, rt.is_main)
         self.best = BestCheckpoint(self.ckpt_dir, cfg.checkpoint.select, resuming=ckpt is not None)

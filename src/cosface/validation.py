@@ -9,7 +9,8 @@ The pairs follow LFW's layout: 10 folds, each P same-identity pairs then P diffe
 evaluated with the reference 10-fold protocol plus the all-pairs metrics (AUC, TAR at FAR).
 
     source, validator = split_validation(open_source(path), cfg.data, cfg.train.seed)
-    validator.write(run_dir, resuming=False)    # val_identities.txt, val_pairs.txt
+    validator.check_resume(run_dir, resuming)   # the run directory lists the same identities
+    validator.write(run_dir)                    # val_identities.txt, val_pairs.txt
     summary = validator.evaluate(embed_fn, size=112)   # a dict for the checkpoint and metrics.jsonl
 """
 from __future__ import annotations
@@ -162,21 +163,25 @@ class Validator:
         return [f"validation: {n} of {total} identities held out (data.val_identities = {data_cfg.val_identities:g}), "
                 f"{len(self.pairs.issame)} pairs in {FOLDS} folds; training on the other {num_train_classes}"]
 
-    def write(self, run_dir: Path, resuming: bool) -> None:
-        """List the identities and pairs in the run directory; a resumed run must find the same list."""
+    def check_resume(self, run_dir: Path, resuming: bool) -> None:
+        """A resumed run must hold out the identities its run directory lists (else it trains on them)."""
+        listed = Path(run_dir) / IDENTITIES_FILE
+        if not (resuming and listed.exists()):
+            return
+        before = listed.read_text().splitlines()
+        if before != self.names:
+            gone = sorted(set(before) - set(self.names))[:5]
+            new = sorted(set(self.names) - set(before))[:5]
+            raise CosfaceError(f"{listed} lists other held-out identities than this run would hold out "
+                               f"(listed but not chosen now: {gone}; chosen now but not listed: {new}): "
+                               f"data.val_identities, train.seed or the data changed; resuming would mix "
+                               f"validation and training identities")
+
+    def write(self, run_dir: Path) -> None:
+        """List the held-out identities and their pairs in the run directory."""
         if not self.enabled:
             return
-        listed = Path(run_dir) / IDENTITIES_FILE
-        if resuming and listed.exists():
-            before = listed.read_text().splitlines()
-            if before != self.names:
-                gone = sorted(set(before) - set(self.names))[:5]
-                new = sorted(set(self.names) - set(before))[:5]
-                raise CosfaceError(f"{listed} lists other held-out identities than this run would hold out "
-                                   f"(listed but not chosen now: {gone}; chosen now but not listed: {new}): "
-                                   f"data.val_identities, train.seed or the data changed; resuming would train on "
-                                   f"validation identities")
-        listed.write_text("".join(f"{n}\n" for n in self.names))
+        (Path(run_dir) / IDENTITIES_FILE).write_text("".join(f"{n}\n" for n in self.names))
         (Path(run_dir) / PAIRS_FILE).write_text(self.pairs_text())
 
     def pairs_text(self) -> str:
