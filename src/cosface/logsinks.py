@@ -67,7 +67,7 @@ class MetricsLog:
     def __init__(self, out_dir: Path, log_cfg, is_main: bool):
         if log_cfg.tensorboard:
             check("tensorboard", purpose="log.tensorboard = true")
-        self.sinks = []
+        self.sinks: list = []
         if is_main:
             self.sinks.append(JsonLinesSink(Path(out_dir) / "metrics.jsonl"))
             if log_cfg.tensorboard:
