@@ -66,21 +66,39 @@ class FineTune:
             parts.append(f"backbone lr × {self.cfg.backbone_lr_scale:g}")
         return "; " + ", ".join(parts) if parts else ""
 
-    def param_groups(self, backbone: torch.nn.Module, head: torch.nn.Module) -> list[dict]:
-        """Optimizer groups; each carries `lr_scale`, the factor on the schedule's rate (set per epoch)."""
-        return [{"params": list(backbone.parameters()), "name": "backbone", "lr_scale": self.cfg.backbone_lr_scale},
-                {"params": list(head.parameters()), "name": "head", "lr_scale": 1.0}]
+    def scaled(self, optimizer: torch.optim.Optimizer, backbone: torch.nn.Module) -> torch.optim.Optimizer:
+        """The optimizer with an `lr_scale` on every group (the trainer sets lr = schedule × lr_scale).
+
+        Whatever groups `optimizer` has (one, or decay / no-decay), each is split into its backbone and
+        its head part when the backbone's rate can differ, so its other options (weight decay...) are kept.
+        """
+        if not (self.cfg.freeze_backbone_epochs or self.cfg.backbone_lr_scale != 1):
+            for g in optimizer.param_groups:
+                g["lr_scale"], g["backbone"] = 1.0, False
+            return optimizer
+        in_backbone = {id(p) for p in backbone.parameters()}
+        groups = []
+        for g in optimizer.param_groups:
+            options = {k: v for k, v in g.items() if k != "params"}
+            for part in (True, False):
+                params = [p for p in g["params"] if (id(p) in in_backbone) == part]
+                if params:
+                    groups.append({**options, "params": params, "backbone": part,
+                                   "lr_scale": self.cfg.backbone_lr_scale if part else 1.0})
+        return type(optimizer)(groups, **optimizer.defaults)
 
     def begin_epoch(self, epoch: int, backbone: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
         """Freeze (epoch is 0-based) or thaw the backbone for this epoch; call after model.train()."""
         frozen = epoch < self.cfg.freeze_backbone_epochs
-        group = next(g for g in optimizer.param_groups if g.get("name") == "backbone")
-        group["lr_scale"] = 0.0 if frozen else self.cfg.backbone_lr_scale
+        groups = [g for g in optimizer.param_groups if g["backbone"]]
+        for g in groups:
+            g["lr_scale"] = 0.0 if frozen else self.cfg.backbone_lr_scale
         if frozen:
             for m in backbone.modules():
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                     m.eval()
         elif self.cfg.freeze_backbone_epochs and not self.thawed and epoch == self.cfg.freeze_backbone_epochs:
-            for p in group["params"]:
-                optimizer.state.pop(p, None)
+            for g in groups:
+                for p in g["params"]:
+                    optimizer.state.pop(p, None)
         self.thawed = not frozen

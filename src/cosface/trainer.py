@@ -101,9 +101,10 @@ class Trainer:
             backbone = backbone.to(memory_format=torch.channels_last)
         self.backbone, self.head = backbone, head
 
-        self.optimizer = torch.optim.SGD(self.finetune.param_groups(backbone, head), lr=cfg.optim.lr,
-                                         momentum=cfg.optim.momentum, nesterov=cfg.optim.nesterov,
-                                         weight_decay=cfg.optim.weight_decay)
+        params = list(backbone.parameters()) + list(head.parameters())
+        self.optimizer = self.finetune.scaled(torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
+                                                              nesterov=cfg.optim.nesterov,
+                                                              weight_decay=cfg.optim.weight_decay), backbone)
         plan = Plan(len(source), cfg.train.batch_size, rt.world_size, cfg.train.accumulate)
         if plan.steps_per_epoch == 0:
             raise CosfaceError(f"{len(source)} images is less than one global batch of {plan.global_batch} "
