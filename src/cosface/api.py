@@ -25,9 +25,10 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | list | 
     """
     from cosface.config import load_config as _load
 
+    where = None if path is None else Path(path)
     if isinstance(overrides, dict):
-        return _load(path).replace(**overrides)
-    return _load(path, list(overrides or ()))
+        return _load(where).replace(**overrides)
+    return _load(where, list(overrides or ()))
 
 
 def train(config_or_path: Config | str | os.PathLike | None = None, *, data: str | os.PathLike | None = None,
@@ -79,4 +80,5 @@ def evaluate(model_or_ckpt, *, lfw: str | os.PathLike | None = None, bin: str | 
         embed_fn, prep = torch_embed_fn(model_or_ckpt, None if device == "auto" else device), DEFAULT
     if lfw is not None:
         return evaluate_lfw(embed_fn, lfw, batch_size=batch_size, progress=progress, size=prep.size)
+    assert bin is not None
     return evaluate_bin(embed_fn, bin, protocol_name=protocol, batch_size=batch_size, progress=progress, size=prep.size)

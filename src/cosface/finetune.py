@@ -12,6 +12,8 @@ from zero, not from the gradients gathered while frozen.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
 from cosface.checkpoint import checkpoint_config, load_checkpoint
@@ -39,7 +41,7 @@ class FineTune:
         """The init checkpoint's preprocessing (its weights expect it), else the default at `size`."""
         return Preprocessing.from_dict(self.ckpt["preprocessing"]) if self.ckpt is not None else Preprocessing(size=size)
 
-    def init_weights(self, backbone: torch.nn.Module, head: torch.nn.Module, class_names: list[str],
+    def init_weights(self, backbone: torch.nn.Module, head: Any, class_names: list[str],
                      resuming: bool) -> str | None:
         """Load the init checkpoint's backbone (and head, for identical classes); a note to print, or None."""
         if self.ckpt is None or resuming:

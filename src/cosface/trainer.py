@@ -63,7 +63,8 @@ class Trainer:
         self.prep = self.finetune.preprocessing(cfg.model.input_size)
         self.bad_seen: set[str] = set()
         self.last_checkpoint: Path | None = None
-        self.last_report = self.last_validation = None
+        self.last_report = None
+        self.last_validation: object | None = None
 
     # ---- setup -------------------------------------------------------------------------------
     def run(self, resume: str | None) -> TrainResult:
@@ -77,7 +78,7 @@ class Trainer:
         self.validator.check_resume(self.out, resuming=ckpt is not None)
         if ckpt is not None:
             self._check_fits(ckpt, num_classes)
-            check_resume_config(checkpoint_config(ckpt, self.resumed_from).to_dict(), cfg, self.resumed_from, self._say)
+            check_resume_config(checkpoint_config(ckpt, str(self.resumed_from)).to_dict(), cfg, self.resumed_from, self._say)
         if rt.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.toml").write_text(cfg.to_toml())

@@ -131,7 +131,8 @@ def _unique_pairs(rng, n: int, available: int, draw, enumerate_all) -> list[tupl
     if 2 * n > available:
         everything = enumerate_all()
         return [everything[i] for i in rng.choice(len(everything), size=n, replace=False)]
-    seen, out = set(), []
+    seen: set[tuple[int, int]] = set()
+    out: list[tuple[int, int]] = []
     while len(out) < n:
         a, b = draw()
         key = (min(a, b), max(a, b))
@@ -151,6 +152,10 @@ class Validator:
     def enabled(self) -> bool:
         return self.pairs is not None
 
+    def _pairs(self) -> Pairs:
+        assert self.pairs is not None, "validation is off"
+        return self.pairs
+
     @property
     def names(self) -> list[str]:
         return [self.source.class_names[c] for c in self.classes]
@@ -161,7 +166,7 @@ class Validator:
             return []
         n, total = len(self.classes), len(self.source.class_names)
         return [f"validation: {n} of {total} identities held out (data.val_identities = {data_cfg.val_identities:g}), "
-                f"{len(self.pairs.issame)} pairs in {FOLDS} folds; training on the other {num_train_classes}"]
+                f"{len(self._pairs().issame)} pairs in {FOLDS} folds; training on the other {num_train_classes}"]
 
     def check_resume(self, run_dir: Path, resuming: bool) -> None:
         """A resumed run must hold out the identities its run directory lists (else it trains on them)."""
@@ -187,7 +192,7 @@ class Validator:
     def pairs_text(self) -> str:
         """The pairs in LFW's pairs.txt layout: `F P`, then `name n1 n2` / `name1 n1 name2 n2`, where n is
         the 1-based position of the image among its identity's images in the data (source order)."""
-        p = self.pairs
+        p = self._pairs()
         labels = np.asarray(self.source.labels)
         number = {}
         for c in self.classes:
@@ -208,7 +213,7 @@ class Validator:
             return None
         from cosface.evaluation import embed_images, evaluate_features
 
-        p = self.pairs
+        p = self._pairs()
         emb = embed_images(embed_fn, SubsetSource(self.source, p.images, np.arange(len(self.source.class_names))),
                            batch_size=batch_size, size=size, progress=False, desc="validation")
         flag = np.where(p.issame, 1, -1)
