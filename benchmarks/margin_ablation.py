@@ -26,7 +26,7 @@ from cosface.checkpoint import load_backbone
 from cosface.config import load_config
 from cosface.data.synthetic import generate, raw_pixel_baseline
 from cosface.evaluation import evaluate_lfw, torch_embed_fn
-from cosface.train import train
+from cosface.trainer import train
 
 
 def head_overrides(spec: str) -> dict:

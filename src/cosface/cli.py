@@ -19,6 +19,7 @@ COMMANDS = [
     "train",
     "eval",
     "compare",
+    "plot",
     "export",
     "infer",
     "embed",

@@ -52,6 +52,10 @@ class DataConfig:
     prefetch: int = 2        # batches each worker keeps ready
     num_classes: int = 0     # 0 = take it from the data; otherwise the data must have exactly this many
     decoder: str = "cpu"     # cpu | gpu (nvImageCodec, CUDA) | auto (gpu when installed and training on CUDA)
+    # Held-out validation identities, removed from training: a count (>= 1) or a fraction of the
+    # classes (< 1); 0 = off. Chosen by train.seed (cosface.validation).
+    val_identities: float = 0.0
+    val_pairs: int = 6000    # verification pairs drawn from them, 10 folds as LFW (fewer if they allow fewer)
 
 
 @dataclass(frozen=True)
@@ -103,12 +107,25 @@ class CheckpointConfig:
     save_every_epochs: int = 2
     save_every_steps: int = 0    # 0 = only at epoch ends
     keep_last: int = 0           # 0 = keep all
+    select: str = "last"         # last | val: also keep best.pt, the save with the best validation accuracy
 
 
 @dataclass(frozen=True)
 class EvalConfig:
     lfw: str = ""                # LFW-style folder checked at each save; `--lfw` overrides
     batch_size: int = 64
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    tensorboard: bool = False    # also write the metrics.jsonl scalars to OUT/tb/ (extra `tensorboard`)
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    init_from: str = ""          # a cosface checkpoint whose backbone starts this new run (`--init-from`)
+    freeze_backbone_epochs: int = 0   # epochs at the start in which the backbone is not updated
+    backbone_lr_scale: float = 1.0    # backbone learning rate = this × the schedule's (the head gets 1×)
 
 
 @dataclass(frozen=True)
@@ -121,6 +138,8 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    finetune: FinetuneConfig = field(default_factory=FinetuneConfig)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -329,3 +348,12 @@ def validate(cfg: Config, source: str = "config") -> None:
     need(cfg.checkpoint.save_every_steps >= 0, "checkpoint.save_every_steps", "must be >= 0")
     need(cfg.checkpoint.keep_last >= 0, "checkpoint.keep_last", "must be >= 0")
     need(cfg.eval.batch_size > 0, "eval.batch_size", "must be > 0")
+    v = cfg.data.val_identities
+    need(v == 0 or 0 < v < 1 or (v >= 1 and v == int(v)), "data.val_identities",
+         f"must be 0 (off), a fraction in (0, 1) or a whole count >= 1, got {v}")
+    need(cfg.data.val_pairs >= 20, "data.val_pairs", f"must be >= 20 (10 folds of same + different pairs), got {cfg.data.val_pairs}")
+    need(cfg.checkpoint.select in ("last", "val"), "checkpoint.select", f"must be last or val, got {cfg.checkpoint.select!r}")
+    need(cfg.checkpoint.select != "val" or v > 0, "checkpoint.select",
+         "= 'val' needs held-out identities: set data.val_identities (a count or a fraction)")
+    need(cfg.finetune.freeze_backbone_epochs >= 0, "finetune.freeze_backbone_epochs", "must be >= 0")
+    need(cfg.finetune.backbone_lr_scale >= 0, "finetune.backbone_lr_scale", f"must be >= 0, got {cfg.finetune.backbone_lr_scale}")

@@ -40,7 +40,7 @@ def run_demo(out: str | Path, *, identities: int = 260, images_per_identity: int
     from cosface.data.synthetic import generate, raw_pixel_baseline
     from cosface.export import export_model
     from cosface.inference import infer_lfw
-    from cosface.train import train
+    from cosface.trainer import train
 
     # The last step exports to ONNX and runs it: say now, not after the training, if that cannot work.
     check("onnx", "onnxscript", "onnxruntime", purpose="the demo's last step, ONNX export and ONNX Runtime")

@@ -20,6 +20,8 @@ EXTRAS: dict[str, str] = {
     "matplotlib.pyplot": "plot",
     "matplotlib.figure": "plot",
     "nvidia.nvimgcodec": "gpu-decode",
+    "tensorboard": "tensorboard",
+    "torch.utils.tensorboard": "tensorboard",
 }
 
 

@@ -78,8 +78,9 @@ class EagerStep:
         self.accumulate, self.distributed = accumulate, distributed
 
     def set_lr(self, lr: float) -> None:
+        """The schedule's rate, times each group's `lr_scale` (cosface.finetune) where it has one."""
         for g in self.optimizer.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g.get("lr_scale", 1.0)
 
     def forward_backward(self, images, labels, flips, sync: bool) -> torch.Tensor:
         no_sync = self.model.no_sync if (self.distributed and not sync) else contextlib.nullcontext
@@ -109,10 +110,10 @@ class GraphedStep:
 
     def __init__(self, loss_fn, optimizer, device: torch.device):
         self.loss_fn, self.optimizer, self.device = loss_fn, optimizer, device
-        # The learning rate as a device tensor, read by the fused SGD kernel inside the graph.
-        self.lr = torch.zeros((), device=device)
-        for g in optimizer.param_groups:
-            g["lr"] = self.lr
+        # The learning rates as device tensors (one per group), read by the fused SGD kernel inside the graph.
+        self.lrs = [torch.zeros((), device=device) for _ in optimizer.param_groups]
+        for g, lr in zip(optimizer.param_groups, self.lrs):
+            g["lr"] = lr
         self.graph: torch.cuda.CUDAGraph | None = None
         self.static: tuple[torch.Tensor, ...] = ()
         self.loss: torch.Tensor | None = None
@@ -120,7 +121,8 @@ class GraphedStep:
         self.stream = torch.cuda.Stream(device)
 
     def set_lr(self, lr: float) -> None:
-        self.lr.fill_(lr)
+        for g, t in zip(self.optimizer.param_groups, self.lrs):
+            t.fill_(lr * g.get("lr_scale", 1.0))
 
     def forward_backward(self, images, labels, flips, sync: bool) -> torch.Tensor:
         if self.graph is None and self.steps < GRAPH_WARMUP_STEPS:

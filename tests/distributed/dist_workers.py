@@ -89,7 +89,7 @@ def run_head(out_dir: str, device: str) -> None:
 def run_failing_train(mode: str, cli_args: list[str]) -> int:
     """`cosface train` in which rank 1 exits (die) or stops answering (stall) right after step 1."""
     from cosface import cli
-    from cosface.train import Trainer
+    from cosface.trainer import Trainer
 
     step = Trainer._optimizer_step
 

@@ -16,7 +16,7 @@ import torch
 from cosface.backbones import build_backbone
 from cosface.checkpoint import list_checkpoints, load_checkpoint
 from cosface.config import load_config
-from cosface.train import train
+from cosface.trainer import train
 
 from conftest import write_image_folder
 from dist_launch import torchrun

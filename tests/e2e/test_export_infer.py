@@ -35,7 +35,7 @@ def run(tmp_path_factory):
     # ~1e10, which says nothing about export and makes an absolute tolerance meaningless.
     cfg = load_config(None, [f"data.path='{root / 'syn' / 'train'}'", f"eval.lfw='{lfw}'", "train.batch_size=8",
                              "train.epochs=1", "data.workers=0", "checkpoint.save_start_epoch=1", "optim.lr=0.01"])
-    from cosface.train import train
+    from cosface.trainer import train
 
     ckpt = train(cfg, root / "run", progress=False).last_checkpoint
     onnx_result = export_model(ckpt, root / "onnx" / "model.onnx")

@@ -10,7 +10,7 @@ import torch
 from cosface.checkpoint import list_checkpoints, load_backbone, load_checkpoint
 from cosface.config import load_config
 from cosface.errors import CosfaceError
-from cosface.train import train
+from cosface.trainer import train
 
 TINY = ["train.batch_size=4", "train.epochs=2", "data.workers=0", "train.log_every=1",
         "checkpoint.save_start_epoch=1", "checkpoint.save_every_epochs=1", "schedule.milestones=[1]"]

@@ -6,7 +6,7 @@ import torch
 
 from cosface.checkpoint import load_backbone, load_checkpoint
 from cosface.config import load_config
-from cosface.train import train
+from cosface.trainer import train
 
 
 def test_ms1mv3_r50_arcface_preset_trains_at_tiny_size_with_every_recipe_option(image_folder, tmp_path):

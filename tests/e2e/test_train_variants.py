@@ -5,7 +5,7 @@ import math
 import pytest
 
 from cosface.config import load_config
-from cosface.train import train
+from cosface.trainer import train
 
 BASE = ["train.batch_size=4", "train.epochs=1", "train.log_every=1", "checkpoint.save_start_epoch=1",
         "optim.lr=0.01"]

@@ -6,7 +6,7 @@ import torch
 
 from cosface.checkpoint import load_checkpoint
 from cosface.config import load_config
-from cosface.train import train
+from cosface.trainer import train
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

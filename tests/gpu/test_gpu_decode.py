@@ -47,7 +47,7 @@ def test_gpu_decoded_batches_match_the_cpu_ones(image_folder, tmp_path, packed):
 
 def test_training_with_the_gpu_decoder(image_folder, tmp_path):
     from cosface.config import load_config
-    from cosface.train import train
+    from cosface.trainer import train
 
     cfg = load_config(None, [f"data.path='{image_folder}'", "train.device='cuda'", "data.decoder='gpu'",
                              "train.batch_size=4", "train.epochs=1", "checkpoint.save_start_epoch=1"])

@@ -11,7 +11,7 @@ from cosface.config import Config, load_config
 from cosface.heads import CosFaceHead
 from cosface.preprocess import Preprocessing
 from cosface.step import GRAPH_WARMUP_STEPS, GraphedStep, build_optimizer, build_step
-from cosface.train import train
+from cosface.trainer import train
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]

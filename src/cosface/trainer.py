@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import sys
 import time
@@ -21,12 +20,16 @@ from cosface.data.dataset import Plan, make_loader
 from cosface.data.gpu_decode import resolve_decoder
 from cosface.data.sources import open_source
 from cosface.errors import CosfaceError
+from cosface.finetune import FineTune
+from cosface.logsinks import MetricsLog
 from cosface.optim import clip_gradients, param_groups
 from cosface.parallel import Runtime, setup_runtime
 from cosface.portable import portable_config, portable_path
-from cosface.preprocess import Preprocessing
+from cosface.preflight import DivergenceWatch, check_resume_config, data_warnings
 from cosface.schedules import learning_rate
+from cosface.selection import BestCheckpoint
 from cosface.step import build_optimizer, build_step
+from cosface.validation import split_validation, summary
 
 if TYPE_CHECKING:
     from cosface.evaluation import Report
@@ -34,13 +37,17 @@ if TYPE_CHECKING:
 
 @dataclass
 class TrainResult:
+    """What a finished run left: its directory, checkpoints and final figures."""
+
     out_dir: Path
     epochs_done: int
     global_step: int
     last_checkpoint: Path | None
-    final_loss: float
-    images_per_s: float
+    final_loss: float                # mean loss of the last epoch trained
+    images_per_s: float              # throughput of the last epoch trained
     report: Report | None = None     # the last save's LFW evaluation (cosface.evaluation Report), if any
+    best_checkpoint: Path | None = None   # best.pt with checkpoint.select = "val"
+    validation: Report | None = None      # the last save's held-out validation Report, if any
 
 
 def train(cfg: Config, out_dir: str | Path, resume: str | None = None, progress: bool = True) -> TrainResult:
@@ -59,27 +66,36 @@ class Trainer:
     def __init__(self, cfg: Config, out_dir: Path, runtime: Runtime, progress: bool):
         self.cfg, self.out, self.rt, self.progress = cfg, out_dir, runtime, progress
         self.ckpt_dir = out_dir / "checkpoints"
-        self.prep = Preprocessing(size=cfg.model.input_size)
+        self.finetune = FineTune(cfg.finetune, cfg.model)
+        self.prep = self.finetune.preprocessing(cfg.model.input_size)
         self.bad_seen: set[str] = set()
         self.last_checkpoint: Path | None = None
         self.last_report: Report | None = None
+        self.last_validation: Report | None = None
 
     # ---- setup -------------------------------------------------------------------------------
     def run(self, resume: str | None) -> TrainResult:
         cfg, rt = self.cfg, self.rt
-        source = open_source(cfg.data.path)
+        source, self.validator = split_validation(open_source(cfg.data.path), cfg.data, cfg.train.seed)
         self.class_names = list(source.class_names)
         num_classes = len(self.class_names)
         if cfg.data.num_classes and cfg.data.num_classes != num_classes:
             raise CosfaceError(f"data.num_classes = {cfg.data.num_classes} but {cfg.data.path} has {num_classes} classes")
         ckpt = self._find_resume(resume)
+        self.validator.check_resume(self.out, resuming=ckpt is not None)
         if ckpt is not None:
             self._check_fits(ckpt, num_classes)
+            check_resume_config(checkpoint_config(ckpt, str(self.resumed_from)).to_dict(), cfg, self.resumed_from, self._say)
         if rt.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             (self.out / "config.toml").write_text(cfg.to_toml())
             (self.out / "classes.txt").write_text("".join(f"{n}\n" for n in self.class_names))
+            self.validator.write(self.out)
         rt.barrier()
+        self.logs = MetricsLog(self.out, cfg.log, rt.is_main)
+        self.best = BestCheckpoint(self.ckpt_dir, cfg.checkpoint.select, resuming=ckpt is not None)
+        for note in data_warnings(source.labels, self.class_names) + self.validator.notes(cfg.data, num_classes):
+            self._say(note)
 
         if cfg.head.sample_rate < 1 and not rt.distributed:
             self._say(f"note: head.sample_rate = {cfg.head.sample_rate} applies to the class-sharded head of "
@@ -87,18 +103,20 @@ class Trainer:
         torch.manual_seed(cfg.train.seed)
         backbone = build_backbone_for(cfg.model).to(rt.device)
         head = rt.build_head(cfg.head, num_classes, cfg.model.embedding_size).to(rt.device)
+        self._say(self.finetune.init_weights(backbone, head, self.class_names, resuming=ckpt is not None))
         if cfg.train.channels_last:
             backbone = backbone.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
         self.backbone, self.head = backbone, head
 
-        self.optimizer = build_optimizer(param_groups(cfg.optim, backbone, head), cfg.optim,
-                                         cuda_graph=cfg.train.cuda_graph)
+        self.optimizer = self.finetune.scaled(build_optimizer(param_groups(cfg.optim, backbone, head), cfg.optim,
+                                                              cuda_graph=cfg.train.cuda_graph), backbone)
         plan = Plan(len(source), cfg.train.batch_size, rt.world_size, cfg.train.accumulate)
         if plan.steps_per_epoch == 0:
             raise CosfaceError(f"{len(source)} images is less than one global batch of {plan.global_batch} "
                                f"(train.batch_size × processes × train.accumulate); lower train.batch_size")
         self.plan = plan
         self.base_lr = cfg.optim.lr * (plan.global_batch / cfg.optim.reference_batch if cfg.optim.scale_lr else 1.0)
+        self.divergence = DivergenceWatch(self.base_lr)
 
         start_epoch, start_step, self.global_step = 0, 0, 0
         if ckpt is not None:
@@ -137,8 +155,9 @@ class Trainer:
             start_step = 0
             if self._save_due(epoch + 1):
                 self._save(epoch=epoch + 1, epoch_samples=0, eval_due=True)
+        self.logs.close()
         return TrainResult(self.out, cfg.train.epochs, self.global_step, self.last_checkpoint, loss, ips,
-                           self.last_report)
+                           self.last_report, self.best.chosen, self.last_validation)
 
     # ---- one epoch ---------------------------------------------------------------------------
     def _train_epoch(self, loader, epoch: int, start_step: int) -> tuple[float, float]:
@@ -146,6 +165,7 @@ class Trainer:
         loader.sampler.set_epoch(epoch, start_step)
         self.model.train()
         self.head.train()
+        self.finetune.begin_epoch(epoch, self.backbone, self.optimizer)
         loss_sum = torch.zeros((), device=rt.device)       # accumulated on device: no sync per step
         window_sum = torch.zeros((), device=rt.device)
         window_steps, epoch_steps = 0, 0
@@ -227,6 +247,7 @@ class Trainer:
             last = self.last_checkpoint or "none was written"
             raise CosfaceError(f"loss became {value} in epoch {epoch + 1} (global step {self.global_step}); "
                                f"stopping. Last good checkpoint: {last}. Try a lower optim.lr or train.amp = 'none'")
+        self.divergence.check(value, self.global_step)
         return value
 
     # ---- saving, evaluation, logging -------------------------------------------------------------
@@ -238,20 +259,38 @@ class Trainer:
     def _save(self, epoch: int, epoch_samples: int, eval_due: bool) -> None:
         state = training_state(self.backbone, self.head, self.optimizer)  # collective: all ranks
         evaluation = self._evaluate(epoch) if eval_due else None
+        validation = self._validate(epoch) if eval_due else None
         if self.rt.is_main:
             name = checkpoint_name(epoch) if epoch_samples == 0 else checkpoint_name(epoch + 1, self.global_step)
             path = self.ckpt_dir / name
-            atomic_save({
+            payload = {
                 "format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(),
                 "config": portable_config(self.cfg.to_dict()), "num_classes": len(self.class_names), "class_names": self.class_names,
                 "preprocessing": self.prep.to_dict(), "epoch": epoch, "epoch_samples": epoch_samples,
                 "global_step": self.global_step, "world_size": self.rt.world_size, "rng": rng_state(),
-                "evaluation": evaluation, **state,
-            }, path)
+                "evaluation": evaluation, "validation": validation, **state,
+            }
+            atomic_save(payload, path)
             self.last_checkpoint = path
             self._log({"type": "checkpoint", "epoch": epoch, "global_step": self.global_step, "path": str(path)})
+            if best := self.best.offer(payload, path):
+                self._log({"type": "best", "global_step": self.global_step, **best})
             self._prune()
         self.rt.barrier()
+
+    def _validate(self, epoch: int) -> dict | None:
+        if not (self.validator.enabled and self.rt.is_main):
+            return None
+        from cosface.evaluation import torch_embed_fn
+
+        report = self.validator.evaluate(torch_embed_fn(self.backbone, self.rt.device, self.prep), size=self.prep.size,
+                                         batch_size=self.cfg.eval.batch_size)
+        self.last_validation, numbers = report, summary(report)
+        self._say(f"epoch {epoch}: validation ({len(report.issame)} pairs of held-out identities) mean accuracy "
+                  f"{100 * report.mean:.2f} % (std {100 * report.std:.2f}), AUC {report.auc:.4f}")
+        self._log({"type": "val", "epoch": epoch, "global_step": self.global_step,
+                   **{f"val_{k}": v for k, v in numbers.items()}})
+        return numbers
 
     def _evaluate(self, epoch: int) -> dict | None:
         lfw = self.cfg.eval.lfw
@@ -270,7 +309,8 @@ class Trainer:
         self._say(f"epoch {epoch}: LFW ({report.protocol}) mean accuracy {100 * report.mean:.2f} % "
                   f"(std {100 * report.std:.2f})")
         self._log({"type": "eval", "epoch": epoch, "global_step": self.global_step, "protocol": report.protocol,
-                   "lfw_mean": report.mean, "lfw_std": report.std, "lfw_folds": list(report.folds)})
+                   "lfw_mean": report.mean, "lfw_std": report.std, "lfw_folds": list(report.folds),
+                   "lfw_auc": report.auc, "lfw_tar_at_far": {f"{f:g}": t for f, t in report.tar_at_far.items()}})
         self.last_report = report
         return {"protocol": report.protocol, "mean": report.mean, "std": report.std,
                 "thresholds": [float(t) for t in report.thresholds], "dataset": portable_path(lfw),
@@ -339,11 +379,9 @@ class Trainer:
 
         return tqdm(total=total, desc=desc, unit="step", leave=False, dynamic_ncols=True, file=sys.stderr)
 
-    def _say(self, msg: str) -> None:
-        if self.rt.is_main:
+    def _say(self, msg: str | None) -> None:
+        if msg and self.rt.is_main:
             print(msg, flush=True)
 
     def _log(self, record: dict) -> None:
-        if self.rt.is_main:
-            with open(self.out / "metrics.jsonl", "a") as f:
-                f.write(json.dumps(record) + "\n")
+        self.logs.write(record)

@@ -1,0 +1,82 @@
+"""Where training records go: metrics.jsonl always, TensorBoard when asked; rank 0 writes, the others hold nothing.
+
+A record is a flat dict with a "type" (step, epoch, eval, val, checkpoint, ...). The JSON-lines sink
+writes it as is. The TensorBoard sink writes every number in it as the scalar `<type>/<key>` (nested
+dicts as `<type>/<key>/<subkey>`) at the record's global step, so the two always hold the same values.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from cosface.optional import check, require
+
+TB_DIR = "tb"
+# Bookkeeping fields: the x axis and the record's kind, not curves.
+_NOT_SCALARS = {"type", "epoch", "step", "global_step"}
+
+
+class JsonLinesSink:
+    def __init__(self, path: Path):
+        self.path = path
+
+    def write(self, record: dict) -> None:
+        with open(self.path, "a") as f:
+            f.write(json.dumps(record) + "\n")
+
+    def close(self) -> None:
+        pass
+
+
+class TensorBoardSink:
+    def __init__(self, log_dir: Path):
+        require("tensorboard", purpose="log.tensorboard = true")
+        tb = require("torch.utils.tensorboard", "tensorboard", purpose="log.tensorboard = true")
+        self.writer = tb.SummaryWriter(log_dir=str(log_dir))
+
+    def write(self, record: dict) -> None:
+        if "global_step" not in record:
+            return
+        for tag, value in scalars(record):
+            self.writer.add_scalar(tag, value, global_step=record["global_step"])
+        self.writer.flush()    # a crash or kill keeps everything logged so far
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def scalars(record: dict) -> list[tuple[str, float]]:
+    """(tag, value) for every number of a record: `type/key`, nested dicts as `type/key/subkey`."""
+    out = []
+
+    def walk(prefix: str, d: dict):
+        for k, v in d.items():
+            if isinstance(v, dict):
+                walk(f"{prefix}/{k}", v)
+            elif isinstance(v, (int, float)) and not isinstance(v, bool):
+                out.append((f"{prefix}/{k}", float(v)))
+
+    walk(record.get("type", "misc"), {k: v for k, v in record.items() if k not in _NOT_SCALARS})
+    return out
+
+
+class MetricsLog:
+    """Fans a record out to the run's sinks. Built on every rank (so a missing extra fails everywhere at
+    start), writing only on the main one."""
+
+    def __init__(self, out_dir: Path, log_cfg, is_main: bool):
+        if log_cfg.tensorboard:
+            check("tensorboard", purpose="log.tensorboard = true")
+        self.sinks: list = []
+        if is_main:
+            self.sinks.append(JsonLinesSink(Path(out_dir) / "metrics.jsonl"))
+            if log_cfg.tensorboard:
+                self.sinks.append(TensorBoardSink(Path(out_dir) / TB_DIR))
+
+    def write(self, record: dict) -> None:
+        for sink in self.sinks:
+            sink.write(record)
+
+    def close(self) -> None:
+        for sink in self.sinks:
+            sink.close()
