@@ -68,8 +68,11 @@ def config_differences(old: dict, new: dict) -> list[str]:
 
 def check_resume_config(saved: dict, cfg, resumed_from, say) -> None:
     """Compare the resumed checkpoint's config with this run's: a changed split or architecture is an
-    error, any other change is listed so that it is never silent."""
-    diff = config_differences(saved, cfg.to_dict())
+    error, any other change is listed so that it is never silent. Checkpoints store data locations in
+    portable form (cosface.portable), so this run's config is compared in that form too."""
+    from cosface.portable import portable_config
+
+    diff = config_differences(portable_config(saved), portable_config(cfg.to_dict()))
     if not diff:
         return
     fatal = [d for d in diff if d.startswith(FATAL_ON_RESUME)]
