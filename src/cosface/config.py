@@ -6,12 +6,15 @@ global batch) are computed where needed, never written back here.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cosface.errors import CosfaceError
+from cosface.fsio import read_text
+from cosface.preprocess import MAX_PIXELS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -43,6 +46,7 @@ class DataConfig:
     flip: bool = True        # random horizontal flip, p = 0.5
     prefetch: int = 2        # batches each worker keeps ready
     num_classes: int = 0     # 0 = take it from the data; otherwise the data must have exactly this many
+    max_pixels: int = MAX_PIXELS  # larger images (width x height, read from the header) are skipped undecoded
 
 
 @dataclass(frozen=True)
@@ -157,6 +161,8 @@ def _check_value(key: str, value, annotation, source: str):
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise CosfaceError(f"{source}: {key} must be a number, got {value!r}")
+        if not math.isfinite(value):  # no setting of ours means anything at NaN or infinity
+            raise CosfaceError(f"{source}: {key} must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -215,7 +221,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
     if path is not None:
         p = resolve_preset(path)
         try:
-            doc = tomllib.loads(p.read_text())
+            doc = tomllib.loads(read_text(p, "config file"))
         except tomllib.TOMLDecodeError as e:
             raise CosfaceError(f"config file {p}: {e}") from None
         cfg = _apply(cfg, _flatten(doc, str(p)), str(p))
@@ -267,6 +273,7 @@ def validate(cfg: Config, source: str = "config") -> None:
     need(cfg.data.workers >= 0, "data.workers", "must be >= 0")
     need(cfg.data.prefetch >= 1, "data.prefetch", "must be >= 1")
     need(cfg.data.num_classes >= 0, "data.num_classes", "must be >= 0")
+    need(cfg.data.max_pixels > 0, "data.max_pixels", "must be > 0")
     need(cfg.optim.lr > 0, "optim.lr", f"must be > 0, got {cfg.optim.lr}")
     need(0 <= cfg.optim.momentum < 1, "optim.momentum", "must be in [0, 1)")
     need(not cfg.optim.nesterov or cfg.optim.momentum > 0, "optim.nesterov", "needs optim.momentum > 0")

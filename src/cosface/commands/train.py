@@ -12,6 +12,8 @@ def add_parser(sub) -> None:
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key (repeatable)")
     p.add_argument("--resume", metavar="auto|PATH", help="continue from the newest checkpoint in --out, or from PATH")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an --out that holds an earlier run (moved aside to OUT.old-<time>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -26,7 +28,8 @@ def run(args) -> int:
     paths = {"data.path": args.data, "eval.lfw": args.lfw}
     cfg = cfg.replace(**{k: v for k, v in paths.items() if v})
     out = Path(args.out) if args.out else Path("runs") / (Path(args.config).stem if args.config else "default")
-    result = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    result = train(cfg, out, resume=args.resume, progress=not args.no_progress,
+                   overwrite=args.overwrite)
     if result.last_checkpoint is not None:
         print(f"done: {result.global_step} steps; last checkpoint {result.last_checkpoint}")
     return 0

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from cosface.preprocess import decode_image
+from cosface.preprocess import MAX_PIXELS, decode_image
 
 
 @dataclass(frozen=True)
@@ -77,8 +77,8 @@ class BatchDataset(torch.utils.data.Dataset):
     unreadable files are returned with the batch so the trainer can report them.
     """
 
-    def __init__(self, source, image_size: int):
-        self.source, self.image_size = source, image_size
+    def __init__(self, source, image_size: int, max_pixels: int = MAX_PIXELS):
+        self.source, self.image_size, self.max_pixels = source, image_size, max_pixels
         self.labels = torch.as_tensor(source.labels, dtype=torch.int64)
 
     def __len__(self) -> int:
@@ -100,7 +100,7 @@ class BatchDataset(torch.utils.data.Dataset):
             for attempt in range(n):
                 j = (i + attempt) % n
                 try:
-                    decode_image(self.source.read(j), self.image_size, out=images[k])
+                    decode_image(self.source.read(j), self.image_size, out=images[k], max_pixels=self.max_pixels)
                     used[k] = j
                     break
                 except (ValueError, OSError) as e:
@@ -116,14 +116,14 @@ class BatchDataset(torch.utils.data.Dataset):
 
 
 def make_loader(source, plan: Plan, *, rank: int, seed: int, flip: bool, image_size: int,
-                workers: int, prefetch: int = 2, pin_memory: bool = False):
+                workers: int, prefetch: int = 2, pin_memory: bool = False, max_pixels: int = MAX_PIXELS):
     """A DataLoader over BatchDataset driven by an EpochSampler; call `loader.sampler.set_epoch`."""
     sampler = EpochSampler(plan, rank, seed, flip)
     kwargs = dict(num_workers=workers, pin_memory=pin_memory)
     if workers > 0:
         kwargs.update(prefetch_factor=prefetch, persistent_workers=True)  # no restart per epoch
     return torch.utils.data.DataLoader(
-        BatchDataset(source, image_size), batch_size=None, sampler=sampler,
+        BatchDataset(source, image_size, max_pixels), batch_size=None, sampler=sampler,
         collate_fn=_identity, **kwargs,
     )
 

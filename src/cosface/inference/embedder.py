@@ -16,8 +16,9 @@ from pathlib import Path
 import numpy as np
 
 from cosface.errors import CosfaceError
+from cosface.fsio import atomic_write, write_text
 from cosface.inference.models import open_model, require_kind
-from cosface.preprocess import Preprocessing, decode_image, normalize_numpy, resize
+from cosface.preprocess import Preprocessing, decode_image, image_size, normalize_numpy, resize
 
 # Used by verify when the model carries no evaluation. Margin-trained face embeddings put different
 # people near cosine 0 and the same person well above 0.5; 0.3 sits between (insightface's LFW
@@ -41,24 +42,6 @@ def list_images(inputs) -> list[Path]:
         else:
             raise CosfaceError(f"{p} does not exist")
     return found
-
-
-def _native_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the header alone; None when the header cannot be read (decode then says why)."""
-    try:
-        if data[:2] == b"\xff\xd8":
-            import simplejpeg
-
-            h, w, _, _ = simplejpeg.decode_jpeg_header(data)
-            return w, h
-        import io
-
-        from PIL import Image
-
-        with Image.open(io.BytesIO(data)) as im:
-            return im.size
-    except Exception:
-        return None
 
 
 def _is_single(images) -> bool:
@@ -183,7 +166,7 @@ class Embedder:
                 data = Path(item).read_bytes()
             except OSError as e:
                 raise CosfaceError(f"cannot read image {item}: {e.strerror or e}") from None
-            native = _native_size(data)
+            native = image_size(data)
             try:
                 img = decode_image(data, size)
             except ValueError as e:
@@ -216,9 +199,8 @@ def embed_to_file(model: str | os.PathLike, inputs, out: str | os.PathLike, *, f
     if npy.suffix != ".npy":
         npy = npy.with_name(npy.name + ".npy")
     listing = npy.with_suffix(".txt")
-    npy.parent.mkdir(parents=True, exist_ok=True)
-    np.save(npy, emb)
-    listing.write_text("".join(f"{f}\n" for f in files))
+    atomic_write(npy, lambda f: np.save(f, emb), "embeddings file")
+    write_text(listing, "".join(f"{f}\n" for f in files), "file list")
     return npy, listing, emb.shape
 
 

@@ -1,0 +1,159 @@
+"""Files on disk the way a user can trust them: one-line errors that name the path and the OS reason,
+writes that replace a file whole or not at all, and text that is valid UTF-8 or refused.
+
+Every output the package writes goes through `atomic_write` (or `append_text` for logs), so an
+unwritable directory, a path blocked by a file, a full disk or a file-size limit leaves every earlier
+file byte-identical and ends in a `CosfaceError` instead of a traceback.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+from typing import Callable, IO
+
+from cosface.errors import CosfaceError
+
+# Temporary files are named `.<final name>.<random>.tmp` beside their target, so a later start can
+# recognise (and remove) the leftovers of a write that a crash or kill -9 interrupted.
+TEMP_SUFFIX = ".tmp"
+
+
+def os_reason(e: BaseException) -> str:
+    """The OS's words for an error ('No space left on device'), or the exception's own first line."""
+    if isinstance(e, OSError) and e.strerror:
+        return e.strerror
+    text = str(e).strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def ensure_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
+    """mkdir -p with one-line errors: a parent that is a file, no permission, a read-only disk."""
+    p = Path(path)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:
+        raise CosfaceError(f"cannot create {what} {p}: a file of that name is in the way") from None
+    except OSError as e:
+        raise CosfaceError(f"cannot create {what} {p}: {os_reason(e)}") from None
+    if not p.is_dir():
+        raise CosfaceError(f"cannot create {what} {p}: a file of that name is in the way")
+    return p
+
+
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], what: str = "file") -> Path:
+    """Write through `write(binary file)` into a temporary file beside `path`, fsync, rename over it.
+
+    On any failure (no permission, disk full, file-size limit, an error inside `write`) the temporary
+    file is removed, `path` keeps its old content (or stays absent), and OS failures become one
+    CosfaceError naming `path` and the reason. The file gets the permissions the user's umask allows.
+    """
+    path = Path(path)
+    ensure_dir(path.parent, f"directory for {what}")
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TEMP_SUFFIX, dir=path.parent)
+    except OSError as e:
+        raise CosfaceError(f"cannot write {what} {path}: {os_reason(e)}") from None
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o666 & ~_umask())   # mkstemp makes 0600; a normal file follows the umask
+        os.replace(tmp, path)
+    except BaseException as e:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        if isinstance(e, OSError) or _is_write_failure(e):
+            raise CosfaceError(f"cannot write {what} {path}: {os_reason(e)}") from None
+        raise
+    return path
+
+
+def _is_write_failure(e: BaseException) -> bool:
+    # torch.save reports a failed write of its zip stream as a RuntimeError from its C++ writer.
+    return isinstance(e, RuntimeError) and ("write" in str(e).lower() or "PytorchStreamWriter" in str(e))
+
+
+def write_text(path: str | os.PathLike, text: str, what: str = "file") -> Path:
+    """Replace `path` with UTF-8 `text`, atomically."""
+    data = text.encode("utf-8")
+    return atomic_write(path, lambda f: f.write(data), what)
+
+
+def write_bytes(path: str | os.PathLike, data: bytes, what: str = "file") -> None:
+    """Write a new file (no fsync: for the many files of a bulk export); a failed write removes the
+    partial file and names the path."""
+    path = Path(path)
+    try:
+        with open(path, "wb") as f:
+            f.write(data)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            path.unlink()
+        raise CosfaceError(f"cannot write {what} {path}: {os_reason(e)}") from None
+
+
+def append_text(path: str | os.PathLike, text: str, what: str = "log") -> None:
+    """Append `text` to `path`; a failed write is cut back off, so the file never ends in half a line."""
+    path = Path(path)
+    try:
+        with open(path, "ab") as f:
+            start = f.tell()
+            try:
+                f.write(text.encode("utf-8"))
+                f.flush()
+            except OSError:
+                with contextlib.suppress(OSError):
+                    f.truncate(start)
+                raise
+    except OSError as e:
+        raise CosfaceError(f"cannot write {what} {path}: {os_reason(e)}") from None
+
+
+def read_text(path: str | os.PathLike, what: str = "file") -> str:
+    """A UTF-8 text file's content (a leading BOM dropped); not UTF-8 is a one-line error with the byte offset."""
+    path = Path(path)
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        raise CosfaceError(f"{what} {path} does not exist") from None
+    except IsADirectoryError:
+        raise CosfaceError(f"{what} {path} is a directory, not a file") from None
+    except OSError as e:
+        raise CosfaceError(f"cannot read {what} {path}: {os_reason(e)}") from None
+    return decode_utf8(data, path, what)
+
+
+def decode_utf8(data: bytes, path: str | os.PathLike, what: str = "file") -> str:
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise CosfaceError(f"{what} {path} is not UTF-8 text: byte 0x{data[e.start]:02x} at byte offset {e.start} "
+                           f"(line {line}); save it as UTF-8") from None
+
+
+def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:
+    """Delete the temporary files `atomic_write` leaves behind when a process dies mid-write.
+
+    Only call this where the caller owns the directory (e.g. holds the run lock): a temporary file of
+    a write still in progress in another process would otherwise be removed under it.
+    """
+    d = Path(directory)
+    if not d.is_dir():
+        return []
+    removed = []
+    for p in d.iterdir():
+        if p.name.startswith(".") and p.name.endswith(TEMP_SUFFIX) and p.is_file():
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
