@@ -189,6 +189,9 @@ def load_backbone(path: str | Path, device: str | torch.device = "cpu"):
     from cosface.backbones import build_backbone
 
     ckpt = load_checkpoint(path)
+    problem = checkpoint_problem({"backbone": ckpt["backbone"]})
+    if problem:
+        raise CosfaceError(f"checkpoint {path} holds {problem}: a diverged model, not usable")
     cfg = checkpoint_config(ckpt, path)
     model = build_backbone(cfg.model.backbone, embedding_size=cfg.model.embedding_size,
                            input_size=cfg.model.input_size)
