@@ -19,7 +19,7 @@ from typing import Callable
 
 import pytest
 
-from conftest import World, copy_tree, jpeg_claiming, png_claiming
+from reliability_inputs import World, copy_tree, jpeg_claiming, png_claiming
 from cosface.cli import main
 from cosface.rundir import RunLock
 
@@ -269,6 +269,8 @@ FULL_DISK_CASES = [
     # (id, file-size limit in bytes, argv builder, text the error line must contain)
     ("train-checkpoint", 200_000, lambda w, d: ["train", "--data", str(w.images), "--out", str(d / "run"), *TINY_TRAIN],
      "cannot write checkpoint"),
+    ("pack-records", 3_000, lambda w, d: ["pack", str(w.images), "-o", str(d / "p"), "--quiet", "--workers", "0"],
+     "cannot write"),
     ("unpack-images", 2_000, lambda w, d: ["unpack", str(w.packed), "-o", str(d / "u"), "--quiet"], "cannot write image"),
 ]
 

@@ -94,7 +94,7 @@ def tiny(tmp_path_factory):
 
     import numpy as np
 
-    from conftest import jpeg
+    from reliability_inputs import jpeg
 
     root = tmp_path_factory.mktemp("kill")
     rng = np.random.default_rng(3)

@@ -18,7 +18,7 @@ import numpy as np
 from cosface.errors import CosfaceError
 from cosface.fsio import atomic_write, write_text
 from cosface.inference.models import open_model, require_kind
-from cosface.preprocess import Preprocessing, decode_image, image_size, normalize_numpy, resize
+from cosface.preprocess import Preprocessing, decode_image, image_size, normalize_numpy, resize, to_rgb8
 
 # Used by verify when the model carries no evaluation. Margin-trained face embeddings put different
 # people near cosine 0 and the same person well above 0.5; 0.3 sits between (insightface's LFW
@@ -175,7 +175,7 @@ class Embedder:
                 resized.append(f"{item} ({native[0]}x{native[1]})")
             return img
         if _is_pil(item):
-            item = np.asarray(item.convert("RGB"))
+            item = to_rgb8(item)   # as the file decoder: 16-bit scaled, transparency on black
         if not isinstance(item, np.ndarray):
             raise CosfaceError(f"image #{index}: expected a file path, a (H, W, 3) uint8 RGB array or a PIL image, "
                                f"got {type(item).__name__}")
