@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from cosface.errors import CosfaceError
-from cosface.fsio import ensure_dir, os_reason
+from cosface.fsio import ensure_dir, os_reason, remove_orphaned_temp_files
 from cosface.inference import TORCHSCRIPT_METADATA_FILE, Embedder, ModelInfo, require_kind
 from cosface.preprocess import normalize
 
@@ -82,6 +82,7 @@ def export_model(ckpt_path: str | os.PathLike, out: str | os.PathLike, *, fmt: s
     example = normalize(example, prep).contiguous()
 
     ensure_dir(out.parent, "output directory")
+    remove_orphaned_temp_files(out.parent, out.name)     # left by an export that was killed
     # A hidden name beside the target (same file system, so the final rename is atomic); the writers
     # create it themselves, so it gets the usual permissions rather than mkstemp's 0600.
     tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"

@@ -8,6 +8,7 @@ file byte-identical and ends in a `CosfaceError` instead of a traceback.
 from __future__ import annotations
 
 import contextlib
+import glob
 import os
 import tempfile
 from pathlib import Path
@@ -139,6 +140,29 @@ def decode_utf8(data: bytes, path: str | os.PathLike, what: str = "file") -> str
         line = data[: e.start].count(b"\n") + 1
         raise CosfaceError(f"{what} {path} is not UTF-8 text: byte 0x{data[e.start]:02x} at byte offset {e.start} "
                            f"(line {line}); save it as UTF-8") from None
+
+
+def remove_orphaned_temp_files(directory: str | os.PathLike, name: str) -> list[Path]:
+    """Delete `.<name>.<pid>.tmp` files (a pid-named temporary file beside `name`) whose writing
+    process no longer exists: a killed export's leftovers, never a write still in progress."""
+    removed = []
+    for p in Path(directory).glob(f".{glob.escape(name)}.*{TEMP_SUFFIX}"):
+        pid = p.name[len(name) + 2:-len(TEMP_SUFFIX)]
+        if pid.isdigit() and not _alive(int(pid)):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+                removed.append(p)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:   # exists, owned by someone else
+        return True
+    return True
 
 
 def remove_stale_temp_files(directory: str | os.PathLike) -> list[Path]:

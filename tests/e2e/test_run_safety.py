@@ -146,3 +146,16 @@ def test_a_stale_temporary_checkpoint_is_removed_on_the_next_start(image_folder,
     train(tiny_config(image_folder), out, resume="auto", progress=False)
     assert not stale.exists() and other.exists()
     assert f"removed {stale}" in capsys.readouterr().out
+
+
+def test_an_export_killed_earlier_leaves_nothing_behind(tmp_path):
+    from cosface.fsio import remove_orphaned_temp_files
+
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    orphan = tmp_path / f".model.onnx.{dead.pid}.tmp"
+    live = tmp_path / f".model.onnx.{os.getpid()}.tmp"      # a write in progress: kept
+    for p in (orphan, live):
+        p.write_bytes(b"partial")
+    assert remove_orphaned_temp_files(tmp_path, "model.onnx") == [orphan]
+    assert live.exists() and not orphan.exists()
