@@ -252,7 +252,7 @@ class Trainer:
 
     def _save(self, epoch: int, epoch_samples: int, eval_due: bool, unchecked_loss: torch.Tensor | None = None) -> None:
         state = training_state(self.backbone, self.head, self.optimizer)  # collective: all ranks
-        self._check_finite(state, unchecked_loss, epoch)
+        self._check_finite(state, unchecked_loss, epoch if epoch_samples == 0 else epoch + 1)
         evaluation = self._evaluate(epoch) if eval_due else None
         if self.rt.is_main:
             name = checkpoint_name(epoch) if epoch_samples == 0 else checkpoint_name(epoch + 1, self.global_step)
@@ -269,7 +269,7 @@ class Trainer:
             self._prune()
         self.rt.barrier()
 
-    def _check_finite(self, state: dict, unchecked_loss: torch.Tensor | None, epoch: int) -> None:
+    def _check_finite(self, state: dict, unchecked_loss: torch.Tensor | None, epoch_number: int) -> None:
         """Never write a broken model: weights, optimizer state and the losses since the last logged
         check must all be finite (agreed over ranks), else stop naming the last good checkpoint."""
         bad = nonfinite_entries(state)
@@ -279,7 +279,7 @@ class Trainer:
             return
         what = f"non-finite values in {bad[0]}" if bad else "a non-finite loss"
         last = self.last_checkpoint or "none was written"
-        raise CosfaceError(f"the model has {what} at global step {self.global_step} (epoch {epoch + 1}); it was not "
+        raise CosfaceError(f"the model has {what} at global step {self.global_step} (epoch {epoch_number}); it was not "
                            f"saved and training stops. Last good checkpoint: {last}. Try a lower optim.lr or "
                            f"train.amp = 'none'")
 

@@ -42,6 +42,7 @@ def test_a_diverged_state_is_never_saved_and_the_error_names_the_last_good_check
                           "checkpoint.save_every_steps=1"), out, resume="auto", progress=False)
     saved = list_checkpoints(out / "checkpoints")
     assert saved[0] == good and f"Last good checkpoint: {saved[-1]}." in str(err.value)
+    assert "(epoch 2)" in str(err.value)
     assert all(all_finite(p) for p in saved)
 
 
