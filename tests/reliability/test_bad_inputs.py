@@ -203,6 +203,10 @@ CASES = [
     # ---- synth -------------------------------------------------------------------------------
     Case("synth-out-not-empty", lambda w, d: (["synth", str(put(d / "s" / "mine.txt", "x").parent),
                                                "--identities", "2", "--lfw-identities", "20"], str(d / "s"))),
+    # ---- demo --------------------------------------------------------------------------------
+    Case("demo-out-blocked", lambda w, d: (["demo", "--out", str(blocked(d)), "--no-progress"], "blocker")),
+    Case("demo-nan-config", lambda w, d: (["demo", "--out", str(d / "demo"), "--no-progress", "--set", "head.s=inf"],
+                                          "head.s")),
     Case("synth-out-blocked", lambda w, d: (["synth", str(blocked(d)), "--identities", "2",
                                              "--lfw-identities", "20"], "blocker")),
 ]
