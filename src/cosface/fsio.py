@@ -72,14 +72,27 @@ def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], wh
     except BaseException as e:
         with contextlib.suppress(OSError):
             os.unlink(tmp)
-        if isinstance(e, OSError) or _is_write_failure(e):
-            raise CosfaceError(f"cannot write {what} {path}: {os_reason(e)}") from None
+        cause = _os_error_in_chain(e)
+        if cause is not None or _is_write_failure(e):
+            raise CosfaceError(f"cannot write {what} {path}: {os_reason(cause or e)}") from None
         raise
     return path
 
 
+def _os_error_in_chain(e: BaseException | None) -> OSError | None:
+    """The OSError behind `e`: itself, or one it was raised while handling (torch.save's zip writer
+    masks a failed write with its own RuntimeError on the way out)."""
+    seen = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, OSError):
+            return e
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def _is_write_failure(e: BaseException) -> bool:
-    # torch.save reports a failed write of its zip stream as a RuntimeError from its C++ writer.
+    # torch.save may report a failed write of its zip stream as a RuntimeError from its C++ writer alone.
     return isinstance(e, RuntimeError) and ("write" in str(e).lower() or "PytorchStreamWriter" in str(e))
 
 

@@ -160,3 +160,15 @@ def test_an_export_killed_earlier_leaves_nothing_behind(tmp_path):
         p.write_bytes(b"partial")
     assert remove_orphaned_temp_files(tmp_path, "model.onnx") == [orphan]
     assert live.exists() and not orphan.exists()
+
+
+def test_a_write_error_masked_by_another_exception_still_names_the_os_reason(tmp_path):
+    def masked(f):
+        try:
+            raise OSError(27, "File too large")
+        except OSError:
+            raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 199552 vs 199440")
+
+    with pytest.raises(CosfaceError, match=r"cannot write checkpoint .*c.pt: File too large$"):
+        atomic_write(tmp_path / "c.pt", masked, "checkpoint")
+    assert list(tmp_path.iterdir()) == []
