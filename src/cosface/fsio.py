@@ -12,7 +12,7 @@ import glob
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, IO
+from typing import IO, Any, Callable
 
 from cosface.errors import CosfaceError
 
@@ -49,7 +49,7 @@ def ensure_dir(path: str | os.PathLike, what: str = "output directory") -> Path:
     return p
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], None], what: str = "file") -> Path:
+def atomic_write(path: str | os.PathLike, write: Callable[[IO[bytes]], Any], what: str = "file") -> Path:
     """Write through `write(binary file)` into a temporary file beside `path`, fsync, rename over it.
 
     On any failure (no permission, disk full, file-size limit, an error inside `write`) the temporary

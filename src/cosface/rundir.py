@@ -34,7 +34,7 @@ class RunLock:
 
         self.path = directory / LOCK_FILE
         try:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
+            self._fd: int | None = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o666)
         except OSError as e:
             raise CosfaceError(f"cannot create the run lock {self.path}: {os_reason(e)}") from None
         try:
