@@ -11,15 +11,15 @@ import os
 import platform
 import random
 import re
-import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 
 from cosface import __version__
 from cosface.config import Config, config_from_dict
 from cosface.errors import CosfaceError
+from cosface.fsio import atomic_write
 from cosface.preprocess import Preprocessing
 
 FORMAT = "cosface-checkpoint"
@@ -48,33 +48,48 @@ def list_checkpoints(directory: str | Path) -> list[Path]:
 
 
 def atomic_save(obj, path: str | Path) -> None:
-    """Write to a temporary file beside `path`, flush to disk, then rename over it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        os.chmod(tmp, 0o666 & ~user_umask())   # mkstemp makes it 0600; a checkpoint gets the usual permissions
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    """Write to a temporary file beside `path`, flush to disk, then rename over it; a failed write
+    (disk full, no permission) is a one-line CosfaceError and leaves `path` as it was."""
+    atomic_write(path, lambda f: torch.save(obj, f), "checkpoint")
 
 
-def user_umask() -> int:
-    """The process's umask, read without changing it where the OS allows (Linux /proc), else by setting it back."""
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    except OSError:
-        pass
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+def nonfinite_entries(state: dict) -> list[str]:
+    """Names of the floating-point tensors holding NaN or inf in a training state or checkpoint
+    (backbone, head and optimizer entries); empty when every value is finite."""
+    bad = []
+    for part in ("backbone", "head"):
+        for name, t in state.get(part, {}).items():
+            if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad.append(f"{part}.{name}")
+    for name, tensors in state.get("optimizer", {}).items():
+        for k, t in tensors.items():
+            if torch.is_tensor(t) and t.is_floating_point() and not bool(torch.isfinite(t).all()):
+                bad.append(f"optimizer[{name}].{k}")
+    return bad
+
+
+def checkpoint_problem(ckpt: dict) -> str | None:
+    """Why a loaded checkpoint is not a good model to resume or deploy, or None when it is."""
+    bad = nonfinite_entries(ckpt)
+    if bad:
+        more = f" and {len(bad) - 1} more" if len(bad) > 1 else ""
+        return f"non-finite values (NaN or inf) in {bad[0]}{more}"
+    return None
+
+
+def latest_good_checkpoint(directory: str | Path, say: Callable[[str], None] = print) -> Path | None:
+    """The newest checkpoint in `directory` that loads and holds only finite values; each newer one
+    that fails is reported through `say` and skipped."""
+    for path in reversed(list_checkpoints(directory)):
+        try:
+            problem = checkpoint_problem(load_checkpoint(path))
+        except CosfaceError as e:
+            problem = str(e)
+        if problem is None:
+            return path
+        say(f"--resume auto: skipping {path}: {problem}")
+    return None
+
 
 
 def versions() -> dict:
@@ -147,9 +162,15 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
     try:
         ckpt = torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, not a torch file at all
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        # torch's weights_only refusal is a long text; its one informative line names the global.
-        msg = next((ln for ln in lines if ln.startswith("WeightsUnpickler error")), lines[0] if lines else e.__class__.__name__)
+        # torch's refusal of a pickled object names the global it tried to load (and suggests
+        # weights_only=False, which would run it: never repeat that advice).
+        forbidden = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if forbidden:
+            raise CosfaceError(f"checkpoint {p} cannot be read: it tries to load the forbidden global {forbidden.group(1)}; refused: "
+                               f"a cosface checkpoint holds only tensors and plain data, and code inside a "
+                               f"file is never run") from None
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and "weights_only" not in ln]
+        msg = lines[0] if lines else e.__class__.__name__
         raise CosfaceError(f"checkpoint {p} cannot be read (truncated, corrupt or not a cosface checkpoint): {msg}") from None
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CosfaceError(f"{p} is not a cosface checkpoint (no '{FORMAT}' format marker)")
@@ -170,6 +191,9 @@ def load_backbone(path: str | os.PathLike, device: str | torch.device = "cpu"):
     from cosface.backbones import build_backbone
 
     ckpt = load_checkpoint(path)
+    problem = checkpoint_problem({"backbone": ckpt["backbone"]})
+    if problem:
+        raise CosfaceError(f"checkpoint {path} holds {problem}: a diverged model, not usable")
     cfg = checkpoint_config(ckpt, path)
     model = build_backbone(cfg.model.backbone, embedding_size=cfg.model.embedding_size,
                            input_size=cfg.model.input_size)

@@ -12,6 +12,7 @@ import sys
 
 from cosface import __version__
 from cosface.errors import CosfaceError
+from cosface.fsio import os_reason
 
 # Order is the order shown in --help.
 COMMANDS = [
@@ -53,6 +54,12 @@ def main(argv: list[str] | None = None) -> int:
         rc = args.func(args)
     except CosfaceError as e:
         print(f"cosface {args.command}: error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        # The environment failing under a command (disk full, permissions, a vanished file) where no
+        # CosfaceError names it: still one line, with the path the OS gave and its reason.
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"cosface {args.command}: error: {where}{os_reason(e)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"cosface {args.command}: interrupted", file=sys.stderr)

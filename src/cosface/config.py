@@ -6,12 +6,15 @@ global batch) are computed where needed, never written back here.
 from __future__ import annotations
 
 import dataclasses
+import math
 import sys
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from cosface.errors import CosfaceError
+from cosface.fsio import read_text
+from cosface.preprocess import MAX_PIXELS
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -56,6 +59,7 @@ class DataConfig:
     # classes (< 1); 0 = off. Chosen by train.seed (cosface.validation).
     val_identities: float = 0.0
     val_pairs: int = 6000    # verification pairs drawn from them, 10 folds as LFW (fewer if they allow fewer)
+    max_pixels: int = MAX_PIXELS  # larger images (width x height, read from the header) are skipped undecoded
 
 
 @dataclass(frozen=True)
@@ -192,6 +196,8 @@ def _check_value(key: str, value, annotation, source: str):
     if hint is float:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise CosfaceError(f"{source}: {key} must be a number, got {value!r}")
+        if not math.isfinite(value):  # no setting of ours means anything at NaN or infinity
+            raise CosfaceError(f"{source}: {key} must be a finite number, got {value!r}")
         return float(value)
     if hint is str:
         if not isinstance(value, str):
@@ -250,7 +256,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple = (
     if path is not None:
         p = resolve_preset(path)
         try:
-            doc = tomllib.loads(p.read_text())
+            doc = tomllib.loads(read_text(p, "config file"))
         except tomllib.TOMLDecodeError as e:
             raise CosfaceError(f"config file {p}: {e}") from None
         cfg = _apply(cfg, _flatten(doc, str(p)), str(p))
@@ -320,6 +326,7 @@ def validate(cfg: Config, source: str = "config") -> None:
     need(cfg.data.prefetch >= 1, "data.prefetch", "must be >= 1")
     need(cfg.data.decoder in ("cpu", "gpu", "auto"), "data.decoder", f"must be cpu, gpu or auto, got {cfg.data.decoder!r}")
     need(cfg.data.num_classes >= 0, "data.num_classes", "must be >= 0")
+    need(cfg.data.max_pixels > 0, "data.max_pixels", "must be > 0")
     need(cfg.optim.lr > 0, "optim.lr", f"must be > 0, got {cfg.optim.lr}")
     need(0 <= cfg.optim.momentum < 1, "optim.momentum", "must be in [0, 1)")
     need(not cfg.optim.nesterov or cfg.optim.momentum > 0, "optim.nesterov", "needs optim.momentum > 0")

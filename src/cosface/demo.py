@@ -45,6 +45,7 @@ def run_demo(out: str | Path, *, identities: int = 260, images_per_identity: int
     # The last step exports to ONNX and runs it: say now, not after the training, if that cannot work.
     check("onnx", "onnxscript", "onnxruntime", purpose="the demo's last step, ONNX export and ONNX Runtime")
     out = Path(out)
+    preset = load_config(config, overrides)   # a bad key or value fails now, not after minutes of drawing faces
     seconds = {}
     t = time.perf_counter()
     data = out / "synthetic"
@@ -64,7 +65,7 @@ def run_demo(out: str | Path, *, identities: int = 260, images_per_identity: int
     t = time.perf_counter()
     # The trainer verifies the held-out identities at its save, so the checkpoint (and the export)
     # carries the evaluation and the threshold `cosface verify` uses.
-    cfg = load_config(config, overrides).replace(**{"data.path": str(data / "train"), "eval.lfw": str(data / "lfw")})
+    cfg = preset.replace(**{"data.path": str(data / "train"), "eval.lfw": str(data / "lfw")})
     say(f"[2/4] training {cfg.model.backbone} + CosFace (s={cfg.head.s}, m={cfg.head.m}) for {cfg.train.epochs} epochs, "
         f"then verifying the held-out identities (reference LFW protocol)")
     run_dir = out / "run"

@@ -31,6 +31,7 @@ import numpy as np
 import torch
 
 from cosface.errors import CosfaceError
+from cosface.fsio import ensure_dir, os_reason, remove_orphaned_temp_files
 from cosface.inference import TORCHSCRIPT_METADATA_FILE, Embedder, ModelInfo, require_kind
 from cosface.optional import check, require
 from cosface.portable import portable_path
@@ -87,7 +88,8 @@ def export_model(ckpt_path: str | os.PathLike, out: str | os.PathLike, *, fmt: s
     example = torch.from_numpy(_random_images(batch or _EXAMPLE_BATCH, prep.size, seed))
     example = normalize(example, prep).contiguous()
 
-    out.parent.mkdir(parents=True, exist_ok=True)
+    ensure_dir(out.parent, "output directory")
+    remove_orphaned_temp_files(out.parent, out.name)     # left by an export that was killed
     # A hidden name beside the target (same file system, so the final rename is atomic); the writers
     # create it themselves, so it gets the usual permissions rather than mkstemp's 0600.
     tmp = out.parent / f".{out.name}.{os.getpid()}.tmp"
@@ -103,6 +105,8 @@ def export_model(ckpt_path: str | os.PathLike, out: str | os.PathLike, *, fmt: s
             raise CosfaceError(f"exported {fmt} model differs from the eager model by {diff:.3g} (max |eager| "
                                f"{scale:.3g}, tolerance {tolerance:g} x max(1, that)); {out} not written")
         os.replace(tmp, out)
+    except OSError as e:  # no permission, disk full: the earlier file at `out` (if any) is untouched
+        raise CosfaceError(f"cannot write {out}: {os_reason(e)}") from None
     finally:
         tmp.unlink(missing_ok=True)
     return ExportResult(out, fmt, batch, opset_used, diff, n, scale, tolerance, info, time.perf_counter() - t0)

@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from cosface.fsio import append_text
 from cosface.optional import check, require
 
 TB_DIR = "tb"
@@ -21,8 +22,7 @@ class JsonLinesSink:
         self.path = path
 
     def write(self, record: dict) -> None:
-        with open(self.path, "a") as f:
-            f.write(json.dumps(record) + "\n")
+        append_text(self.path, json.dumps(record) + "\n", "metrics log")   # a failed write leaves no half line
 
     def close(self) -> None:
         pass

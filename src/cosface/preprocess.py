@@ -38,30 +38,53 @@ DEFAULT = Preprocessing()
 INSIGHTFACE = Preprocessing(size=112, channel_order="RGB", mean=127.5, std=127.5)
 
 _JPEG_MAGIC = b"\xff\xd8"
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+# Largest image decoded (width x height); the default of data.max_pixels. Generous for faces, but a
+# decompression bomb, or a JPEG whose header claims 20000 x 20000, is refused before any pixel is decoded.
+MAX_PIXELS = 64_000_000
 
 
-def decode_image(data: bytes, size: int = DEFAULT.size, out: np.ndarray | None = None) -> np.ndarray:
-    """Encoded image bytes -> (size, size, 3) uint8 RGB.
+def image_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) read from the header alone (JPEG, PNG, then any format Pillow knows); None when
+    no header can be read (decoding then says why)."""
+    try:
+        if data[:2] == _JPEG_MAGIC:
+            import simplejpeg
 
-    JPEGs go through libjpeg-turbo (simplejpeg); anything else, or a JPEG it rejects (CMYK,
-    progressive oddities), through Pillow. Grayscale, palette and alpha images become RGB.
+            h, w, _, _ = simplejpeg.decode_jpeg_header(data)
+            return w, h
+        if data[:8] == _PNG_MAGIC and data[12:16] == b"IHDR":
+            return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    except Exception:
+        pass  # simplejpeg rejects some JPEG variants; Pillow may still read them
+    try:
+        from PIL import Image
+
+        with Image.open(io.BytesIO(data)) as im:  # lazy: reads the header, decodes nothing
+            return im.size
+    except Exception:
+        return None
+
+
+def decode_image(data: bytes, size: int = DEFAULT.size, out: np.ndarray | None = None,
+                 max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Encoded image bytes -> (size, size, 3) uint8 RGB: THE decoder of every command.
+
+    The header is read first: an image above `max_pixels` is refused like a corrupt file. JPEGs go
+    through libjpeg-turbo (simplejpeg); anything else, or a JPEG it rejects (CMYK, progressive
+    oddities), through Pillow, with every mode brought to 8-bit RGB (see `to_rgb8`).
     With `out` (a writable (size, size, 3) uint8 array), an aligned JPEG is decoded straight into
     it, saving a copy per image in the training loader. Raises ValueError for undecodable bytes.
     """
-    if not data:
-        raise ValueError("empty file")
-    img = None
-    if data[:2] == _JPEG_MAGIC:
+    dims = _checked_size(data, max_pixels)
+    if out is not None and dims == (size, size) and data[:2] == _JPEG_MAGIC:
         import simplejpeg
 
         try:
-            if out is not None and simplejpeg.decode_jpeg_header(data)[:2] == (size, size):
-                return simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
-            img = simplejpeg.decode_jpeg(data, colorspace="RGB")
+            return simplejpeg.decode_jpeg(data, colorspace="RGB", buffer=out)
         except Exception:
-            img = None
-    if img is None:
-        img = _decode_pillow(data)
+            pass          # decode_full tries again through Pillow
+    img = decode_full(data, max_pixels, checked=True)
     if img.shape[0] != size or img.shape[1] != size:
         img = resize(img, size)
     if out is not None:
@@ -70,19 +93,77 @@ def decode_image(data: bytes, size: int = DEFAULT.size, out: np.ndarray | None =
     return np.ascontiguousarray(img)
 
 
-def _decode_pillow(data: bytes) -> np.ndarray:
+def _checked_size(data: bytes, max_pixels: int) -> tuple[int, int] | None:
+    """The guard of every decoder: (width, height) from the header, refused above `max_pixels`."""
+    if not data:
+        raise ValueError("empty file")
+    dims = image_size(data)
+    if dims is not None and dims[0] * dims[1] > max_pixels:
+        raise ValueError(f"{dims[0]}x{dims[1]} image ({dims[0] * dims[1] / 1e6:.1f} megapixels) is above the limit of "
+                         f"{max_pixels / 1e6:g} megapixels (data.max_pixels); not decoded")
+    return dims
+
+
+def decode_full(data: bytes, max_pixels: int = MAX_PIXELS, checked: bool = False) -> np.ndarray:
+    """Encoded image bytes -> (H, W, 3) uint8 RGB at the image's own size, with decode_image's size
+    guard and mode conversions (for photos and loose crops that are aligned afterwards)."""
+    if not checked:
+        _checked_size(data, max_pixels)
+    if data[:2] == _JPEG_MAGIC:
+        import simplejpeg
+
+        try:
+            return simplejpeg.decode_jpeg(data, colorspace="RGB")
+        except Exception:
+            pass          # CMYK and other JPEGs libjpeg-turbo rejects: Pillow
+    return _decode_pillow(data, max_pixels)
+
+
+def _decode_pillow(data: bytes, max_pixels: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
         with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise ValueError(f"{w}x{h} image is above the limit of {max_pixels / 1e6:g} megapixels (data.max_pixels)")
             im.load()
-            if im.mode != "RGB":
-                im = im.convert("RGBA").convert("RGB") if im.mode in ("P", "LA", "PA") else im.convert("RGB")
-            return np.asarray(im, dtype=np.uint8)
+            return to_rgb8(im)
     except UnidentifiedImageError:
         raise ValueError("not an image in a known format") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise ValueError(f"not a decodable image ({e})") from None
+    except ValueError:
+        raise
+    except Exception as e:  # a malformed file can make a decoder raise almost anything; it is still one bad file
+        raise ValueError(f"not a decodable image ({type(e).__name__}: {e})") from None
+
+
+def to_rgb8(im) -> np.ndarray:
+    """A loaded PIL image of any mode -> (H, W, 3) uint8 RGB.
+
+    16-bit samples keep their high byte (65535 -> 255; Pillow itself does this for 16-bit RGB);
+    32-bit integer gray ("I") is read as 16-bit; float gray ("F") as 0..255. Transparent pixels
+    (RGBA, LA, PA, palette with transparency) are composited on black: rgb x alpha / 255. CMYK
+    ((255 - C)(255 - K) / 255), YCbCr, bilevel and plain palettes use Pillow's conversions; LAB and
+    HSV are refused (ValueError) rather than given wrong colours.
+    """
+    mode = im.mode
+    if mode == "RGB":
+        return np.asarray(im, dtype=np.uint8)
+    if mode.startswith("I;16") or mode == "I":
+        gray = (np.clip(np.asarray(im).astype(np.int64), 0, 65535) >> 8).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode == "F":
+        a = np.nan_to_num(np.asarray(im, dtype=np.float64), nan=0.0, posinf=255.0, neginf=0.0)
+        gray = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA", "RGBa", "La") or (mode == "P" and "transparency" in im.info):
+        rgba = np.asarray(im.convert("RGBA"), dtype=np.uint16)
+        rgb = (rgba[:, :, :3] * rgba[:, :, 3:] + 127) // 255      # on black, rounded
+        return rgb.astype(np.uint8)
+    if mode in ("LAB", "HSV"):
+        # Pillow converts these without their colour science (LAB would come out as wrong colours).
+        raise ValueError(f"{mode} images are not supported; save it as RGB")
+    return np.asarray(im.convert("RGB"), dtype=np.uint8)
 
 
 def resize(img: np.ndarray, size: int) -> np.ndarray:

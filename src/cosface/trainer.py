@@ -13,19 +13,22 @@ import torch
 
 from cosface.backbones import build_backbone_for
 from cosface.checkpoint import (FORMAT, FORMAT_VERSION, atomic_save, checkpoint_config, checkpoint_name,
-                                list_checkpoints, load_checkpoint, restore_training_state, rng_state,
-                                set_rng_state, training_state, versions)
+                                checkpoint_problem, latest_good_checkpoint, list_checkpoints, load_checkpoint,
+                                nonfinite_entries, restore_training_state, rng_state, set_rng_state,
+                                training_state, versions)
 from cosface.config import Config
 from cosface.data.dataset import Plan, make_loader
 from cosface.data.gpu_decode import resolve_decoder
 from cosface.data.sources import open_source
 from cosface.errors import CosfaceError
 from cosface.finetune import FineTune
+from cosface.fsio import write_text
 from cosface.logsinks import MetricsLog
 from cosface.optim import clip_gradients, param_groups
 from cosface.parallel import Runtime, setup_runtime
 from cosface.portable import portable_config, portable_path
 from cosface.preflight import DivergenceWatch, check_resume_config, data_warnings
+from cosface.rundir import claim_run_dir
 from cosface.schedules import learning_rate
 from cosface.selection import BestCheckpoint
 from cosface.step import build_optimizer, build_step
@@ -50,13 +53,15 @@ class TrainResult:
     validation: Report | None = None      # the last save's held-out validation Report, if any
 
 
-def train(cfg: Config, out_dir: str | Path, resume: str | None = None, progress: bool = True) -> TrainResult:
-    """Train `cfg` into `out_dir`. `resume` is None, "auto" (newest checkpoint in out_dir, if any) or a path."""
+def train(cfg: Config, out_dir: str | Path, resume: str | None = None, progress: bool = True,
+          overwrite: bool = False) -> TrainResult:
+    """Train `cfg` into `out_dir`. `resume` is None, "auto" (newest good checkpoint in out_dir, if any) or a
+    path. A directory holding an earlier run is refused unless resumed or `overwrite` (moves it aside)."""
     if not cfg.data.path:
         raise CosfaceError("no training data: pass --data DIR or set data.path in the config")
     runtime = setup_runtime(cfg.train.device, cfg.train.timeout_s)
     try:
-        with runtime.failing_clearly():
+        with runtime.failing_clearly(), claim_run_dir(out_dir, runtime, resume, overwrite):
             return Trainer(cfg, Path(out_dir), runtime, progress).run(resume)
     finally:
         runtime.close()
@@ -88,9 +93,10 @@ class Trainer:
             check_resume_config(checkpoint_config(ckpt, str(self.resumed_from)).to_dict(), cfg, self.resumed_from, self._say)
         if rt.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
-            (self.out / "config.toml").write_text(cfg.to_toml())
-            (self.out / "classes.txt").write_text("".join(f"{n}\n" for n in self.class_names))
+            write_text(self.out / "config.toml", cfg.to_toml(), "run config")
+            write_text(self.out / "classes.txt", "".join(f"{n}\n" for n in self.class_names), "class list")
             self.validator.write(self.out)
+        self._report_bad(getattr(source, "skipped", []))   # records a packed source could not open
         rt.barrier()
         self.logs = MetricsLog(self.out, cfg.log, rt.is_main)
         self.best = BestCheckpoint(self.ckpt_dir, cfg.checkpoint.select, resuming=ckpt is not None)
@@ -141,7 +147,8 @@ class Trainer:
         loader = make_loader(source, plan, rank=rt.rank, seed=cfg.train.seed, flip=cfg.data.flip,
                              image_size=cfg.model.input_size, workers=cfg.data.workers,
                              prefetch=cfg.data.prefetch, pin_memory=rt.device.type == "cuda",
-                             decoder=resolve_decoder(cfg.data.decoder, rt.device), device=rt.device)
+                             decoder=resolve_decoder(cfg.data.decoder, rt.device), device=rt.device,
+                             max_pixels=cfg.data.max_pixels)
         self._say(f"training {cfg.model.backbone} + {cfg.head.type} (s={cfg.head.s}, m={cfg.head.m}) on {len(source)} images, "
                   f"{num_classes} classes, {rt.world_size} process(es) on {rt.device}; global batch {plan.global_batch}, "
                   f"{plan.steps_per_epoch} steps/epoch, epochs {start_epoch + 1}..{cfg.train.epochs}")
@@ -205,7 +212,7 @@ class Trainer:
             every = cfg.checkpoint.save_every_steps
             if every and self.global_step % every == 0 and start_step + epoch_steps < plan.steps_per_epoch:
                 self._save(epoch=epoch, epoch_samples=(start_step + epoch_steps) * plan.global_batch,
-                           eval_due=False)
+                           eval_due=False, unchecked_loss=window_sum)
         if bar is not None:
             bar.close()
         elapsed = time.perf_counter() - t_epoch
@@ -256,8 +263,9 @@ class Trainer:
         on_cadence = epochs_done >= c.save_start_epoch and (epochs_done - c.save_start_epoch) % c.save_every_epochs == 0
         return on_cadence or epochs_done == self.cfg.train.epochs
 
-    def _save(self, epoch: int, epoch_samples: int, eval_due: bool) -> None:
+    def _save(self, epoch: int, epoch_samples: int, eval_due: bool, unchecked_loss: torch.Tensor | None = None) -> None:
         state = training_state(self.backbone, self.head, self.optimizer)  # collective: all ranks
+        self._check_finite(state, unchecked_loss, epoch if epoch_samples == 0 else epoch + 1)
         evaluation = self._evaluate(epoch) if eval_due else None
         validation = self._validate(epoch) if eval_due else None
         if self.rt.is_main:
@@ -291,6 +299,20 @@ class Trainer:
         self._log({"type": "val", "epoch": epoch, "global_step": self.global_step,
                    **{f"val_{k}": v for k, v in numbers.items()}})
         return numbers
+
+    def _check_finite(self, state: dict, unchecked_loss: torch.Tensor | None, epoch_number: int) -> None:
+        """Never write a broken model: weights, optimizer state and the losses since the last logged
+        check must all be finite (agreed over ranks), else stop naming the last good checkpoint."""
+        bad = nonfinite_entries(state)
+        loss_bad = unchecked_loss is not None and not bool(torch.isfinite(unchecked_loss))
+        flag = self.rt.all_reduce_mean(torch.tensor(float(bool(bad) or loss_bad), device=self.rt.device))
+        if float(flag) == 0:
+            return
+        what = f"non-finite values in {bad[0]}" if bad else "a non-finite loss"
+        last = self.last_checkpoint or "none was written"
+        raise CosfaceError(f"the model has {what} at global step {self.global_step} (epoch {epoch_number}); it was not "
+                           f"saved and training stops. Last good checkpoint: {last}. Try a lower optim.lr or "
+                           f"train.amp = 'none'")
 
     def _evaluate(self, epoch: int) -> dict | None:
         lfw = self.cfg.eval.lfw
@@ -331,16 +353,21 @@ class Trainer:
             return None
         if resume == "auto":
             # Rank 0 chooses, so every rank loads the same file even if a save was in flight.
-            found = list_checkpoints(self.ckpt_dir) if self.rt.is_main else []
-            chosen = self.rt.broadcast_object(str(found[-1]) if found else None)
+            found = latest_good_checkpoint(self.ckpt_dir, say=self._say) if self.rt.is_main else None
+            chosen = self.rt.broadcast_object(str(found) if found else None)
             if chosen is None:
-                self._say(f"--resume auto: no checkpoint in {self.ckpt_dir}; starting from scratch")
+                self._say(f"--resume auto: no usable checkpoint in {self.ckpt_dir}; starting from scratch")
                 return None
             path = Path(chosen)
         else:
             path = Path(resume)
         self.resumed_from = path
-        return load_checkpoint(path)
+        ckpt = load_checkpoint(path)
+        problem = checkpoint_problem(ckpt)
+        if problem:
+            raise CosfaceError(f"checkpoint {path} cannot be resumed: it holds {problem}; resume from an earlier "
+                               f"one (--resume auto picks the newest good checkpoint)")
+        return ckpt
 
     def _check_fits(self, ckpt: dict, num_classes: int) -> None:
         old = checkpoint_config(ckpt, str(self.resumed_from))

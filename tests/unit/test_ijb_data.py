@@ -111,7 +111,7 @@ def test_missing_image_is_an_error_naming_the_list_line(copy):
 def test_missing_gallery_file_and_unknown_target(copy):
     with pytest.raises(CosfaceError, match="unknown IJB target 'IJBA'"):
         load_ijb(copy, "IJBA")
-    with pytest.raises(CosfaceError, match="ijbb_face_tid_mid.txt: no such file"):
+    with pytest.raises(CosfaceError, match="ijbb_face_tid_mid.txt does not exist"):
         load_ijb(copy, "IJBB")
     (copy / "meta" / "ijbc_1N_gallery_G2.csv").unlink()
     with pytest.raises(CosfaceError, match="ijbc_1N_gallery_G2.csv is not"):

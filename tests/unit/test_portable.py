@@ -5,7 +5,8 @@ import stat
 import pytest
 import torch
 
-from cosface.checkpoint import atomic_save, user_umask
+from cosface.checkpoint import atomic_save
+from cosface.fsio import user_umask
 from cosface.portable import portable_config, portable_path
 
 

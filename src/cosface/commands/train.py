@@ -16,6 +16,8 @@ def add_parser(sub) -> None:
                    help="start a new run from CKPT's backbone (fine-tuning; new head when the classes differ); "
                         "see finetune.freeze_backbone_epochs and finetune.backbone_lr_scale")
     p.add_argument("--tensorboard", action="store_true", help="also log to OUT/tb/ (log.tensorboard = true)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="start over in an --out that holds an earlier run (moved aside to OUT.old-<time>)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
@@ -31,7 +33,8 @@ def run(args) -> int:
              "log.tensorboard": args.tensorboard or None}
     cfg = cfg.replace(**{k: v for k, v in paths.items() if v})
     out = Path(args.out) if args.out else Path("runs") / (Path(args.config).stem if args.config else "default")
-    result = train(cfg, out, resume=args.resume, progress=not args.no_progress)
+    result = train(cfg, out, resume=args.resume, progress=not args.no_progress,
+                   overwrite=args.overwrite)
     if result.last_checkpoint is not None:
         print(f"done: {result.global_step} steps; last checkpoint {result.last_checkpoint}")
     if result.best_checkpoint is not None:

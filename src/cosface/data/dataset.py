@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from cosface.preprocess import decode_image
+from cosface.preprocess import MAX_PIXELS, decode_image
 
 
 @dataclass(frozen=True)
@@ -78,8 +78,8 @@ class BatchDataset(torch.utils.data.Dataset):
     unreadable files are returned with the batch so the trainer can report them.
     """
 
-    def __init__(self, source, image_size: int):
-        self.source, self.image_size = source, image_size
+    def __init__(self, source, image_size: int, max_pixels: int = MAX_PIXELS):
+        self.source, self.image_size, self.max_pixels = source, image_size, max_pixels
         self.labels = torch.as_tensor(source.labels, dtype=torch.int64)
 
     def __len__(self) -> int:
@@ -92,7 +92,7 @@ class BatchDataset(torch.utils.data.Dataset):
             # Decode straight into shared memory: the batch then reaches the main process as a handle,
             # not as a second copy of every pixel.
             batch.share_memory_()
-        used, bad = decode_batch(self.source, indices, batch.numpy(), self.image_size)
+        used, bad = decode_batch(self.source, indices, batch.numpy(), self.image_size, self.max_pixels)
         return {
             "images": batch,                                    # (B, H, W, 3) uint8
             "labels": self.labels[torch.from_numpy(used)],      # (B,)
@@ -101,7 +101,8 @@ class BatchDataset(torch.utils.data.Dataset):
         }
 
 
-def decode_batch(source, indices, images: np.ndarray, image_size: int) -> tuple[np.ndarray, list[str]]:
+def decode_batch(source, indices, images: np.ndarray, image_size: int,
+                 max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, list[str]]:
     """Decode samples `indices` of `source` into `images` ((B, H, W, 3) uint8, written in place).
 
     An unreadable sample is replaced by the next readable one (wrapping around). Returns (the sample
@@ -115,7 +116,7 @@ def decode_batch(source, indices, images: np.ndarray, image_size: int) -> tuple[
         for attempt in range(n):
             j = (i + attempt) % n
             try:
-                decode_image(source.read(j), image_size, out=images[k])
+                decode_image(source.read(j), image_size, out=images[k], max_pixels=max_pixels)
                 used[k] = j
                 break
             except (ValueError, OSError) as e:
@@ -127,28 +128,30 @@ def decode_batch(source, indices, images: np.ndarray, image_size: int) -> tuple[
 
 def make_loader(source, plan: Plan, *, rank: int, seed: int, flip: bool, image_size: int,
                 workers: int, prefetch: int = 2, pin_memory: bool = False, ring: bool = True,
-                decoder: str = "cpu", device=None):
+                decoder: str = "cpu", device=None, max_pixels: int = MAX_PIXELS):
     """The training loader for one rank, driven by an EpochSampler; call `loader.sampler.set_epoch`.
 
     With workers, a RingLoader (cosface.data.ring: decoding into reused shared-memory slots); with
     `ring=False`, torch's DataLoader over BatchDataset (kept for comparison in benchmarks). Both give
     the same batches. With decoder = "gpu" (see cosface.data.gpu_decode.resolve_decoder), images are
-    decoded by nvImageCodec on `device` and batches arrive there.
+    decoded by nvImageCodec on `device` and batches arrive there. Images over `max_pixels` (read from
+    their header) are unreadable samples, skipped and reported like corrupt ones.
     """
     sampler = EpochSampler(plan, rank, seed, flip)
     if decoder == "gpu":
         from cosface.data.gpu_decode import GpuDecodeLoader
 
-        return GpuDecodeLoader(source, sampler, image_size, device, prefetch=prefetch)
+        return GpuDecodeLoader(source, sampler, image_size, device, prefetch=prefetch, max_pixels=max_pixels)
     if workers > 0 and ring:
         from cosface.data.ring import RingLoader
 
-        return RingLoader(source, sampler, image_size, workers, prefetch=prefetch, pin_memory=pin_memory)
+        return RingLoader(source, sampler, image_size, workers, prefetch=prefetch, pin_memory=pin_memory,
+                          max_pixels=max_pixels)
     kwargs: dict[str, Any] = dict(num_workers=workers, pin_memory=pin_memory)
     if workers > 0:
         kwargs.update(prefetch_factor=prefetch, persistent_workers=True)  # no restart per epoch
     return torch.utils.data.DataLoader(
-        BatchDataset(source, image_size), batch_size=None, sampler=sampler,
+        BatchDataset(source, image_size, max_pixels), batch_size=None, sampler=sampler,
         collate_fn=_identity, **kwargs,
     )
 

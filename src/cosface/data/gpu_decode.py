@@ -24,7 +24,7 @@ import torch
 
 from cosface.errors import CosfaceError
 from cosface.optional import require
-from cosface.preprocess import decode_image
+from cosface.preprocess import MAX_PIXELS, decode_image
 
 DECODERS = ("cpu", "gpu", "auto")
 
@@ -54,10 +54,11 @@ def resolve_decoder(decoder: str, device: torch.device) -> str:
 class GpuDecodeLoader:
     """Iterates an EpochSampler's micro-batches as {"images" (on the device), "labels", "flips", "bad"}."""
 
-    def __init__(self, source, sampler, image_size: int, device: torch.device, prefetch: int = 2):
+    def __init__(self, source, sampler, image_size: int, device: torch.device, prefetch: int = 2,
+                 max_pixels: int = MAX_PIXELS):
         nvimgcodec = require("nvidia.nvimgcodec", purpose="data.decoder = 'gpu'")
         self.source, self.sampler, self.image_size = source, sampler, image_size
-        self.device, self.prefetch = device, max(1, prefetch)
+        self.device, self.prefetch, self.max_pixels = device, max(1, prefetch), max_pixels
         self._decoder = nvimgcodec.Decoder(device_id=device.index or 0)
         self._params = nvimgcodec.DecodeParams(apply_exif_orientation=False)
         self._code_stream = getattr(nvimgcodec, "CodeStream", None)
@@ -160,7 +161,7 @@ class GpuDecodeLoader:
         for attempt in range(n):
             j = (i + attempt) % n
             try:
-                img = decode_image(self.source.read(j), self.image_size)
+                img = decode_image(self.source.read(j), self.image_size, max_pixels=self.max_pixels)
             except (ValueError, OSError) as e:
                 bad.append(f"{self.source.describe(j)} ({e})")
                 continue

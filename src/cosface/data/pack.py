@@ -17,7 +17,8 @@ from pathlib import Path
 from cosface.data.recordio import CLASSES_FILE, RecordSource, RecordWriter
 from cosface.data.sources import ImageFolderSource
 from cosface.errors import CosfaceError
-from cosface.preprocess import DEFAULT, decode_image
+from cosface.fsio import ensure_dir, os_reason, write_bytes, write_text
+from cosface.preprocess import DEFAULT, decode_image, image_size
 
 _SIGNATURES = [  # (leading bytes, extension) for naming unpacked files
     (b"\xff\xd8", ".jpg"),
@@ -58,13 +59,8 @@ def prepare_image(data: bytes, size: int = DEFAULT.size, quality: int = 95) -> t
     """
     import simplejpeg
 
-    if data[:2] == b"\xff\xd8":
-        try:
-            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-        except ValueError:
-            height = width = None
-        if height == size and width == size:
-            return data, True
+    if data[:2] == b"\xff\xd8" and image_size(data) == (size, size):
+        return data, True
     img = decode_image(data, size)
     return simplejpeg.encode_jpeg(img, quality=quality, colorspace="RGB"), False
 
@@ -95,8 +91,6 @@ def pack_folder(image_dir: str | os.PathLike, out_dir: str | os.PathLike, worker
     `workers` processes read and encode (default: one per CPU; 0 or 1 works in this process).
     Files that are not decodable images are skipped and listed in the report.
     """
-    from tqdm import tqdm
-
     if not 1 <= quality <= 100:
         raise CosfaceError(f"--quality must be in 1..100, got {quality}")
     workers = (os.cpu_count() or 1) if workers is None else workers
@@ -104,6 +98,17 @@ def pack_folder(image_dir: str | os.PathLike, out_dir: str | os.PathLike, worker
         raise CosfaceError(f"--workers must be >= 0, got {workers}")
     source = ImageFolderSource(image_dir)
     report = PackReport(Path(out_dir), classes=len(source.class_names))
+    try:
+        _pack(source, out_dir, workers, quality, progress, report)
+    except OSError as e:  # reading errors are skipped per image: this is the output failing (disk full...)
+        raise CosfaceError(f"cannot write {e.filename or Path(out_dir) / 'train.rec'}: {os_reason(e)}") from None
+    write_text(Path(out_dir) / CLASSES_FILE, "".join(f"{name}\n" for name in source.class_names), "class list")
+    return report
+
+
+def _pack(source, out_dir, workers: int, quality: int, progress: bool, report: PackReport) -> None:
+    from tqdm import tqdm
+
     with RecordWriter(out_dir, image_size=DEFAULT.size) as writer, \
             tqdm(total=len(source), unit="img", desc="pack", disable=not progress) as bar:
         if workers <= 1:
@@ -117,8 +122,6 @@ def pack_folder(image_dir: str | os.PathLike, out_dir: str | os.PathLike, worker
         # A class whose every file was skipped still owns its index, so labels keep matching the folder.
         while writer.num_classes < len(source.class_names):
             writer.add_empty_class()
-    (Path(out_dir) / CLASSES_FILE).write_text("".join(f"{name}\n" for name in source.class_names), encoding="utf-8")
-    return report
 
 
 def _write_all(results, source, writer: RecordWriter, report: PackReport, bar) -> None:
@@ -150,7 +153,12 @@ def unpack_records(packed_dir: str | os.PathLike, out_dir: str | os.PathLike, pr
     if out.exists() and (not out.is_dir() or any(out.iterdir())):
         raise CosfaceError(f"output directory {out} exists and is not empty")
     source = RecordSource(packed_dir)
+    first_use: dict[str, int] = {}
     for c, name in enumerate(source.class_names):
+        if name in first_use:
+            raise CosfaceError(f"{packed_dir / CLASSES_FILE} names class {name!r} twice (classes {first_use[name]} and "
+                               f"{c}); unpacking would merge two classes into one folder")
+        first_use[name] = c
         if name in (".", "..") or name.startswith(".") or "/" in name or "\\" in name or "\0" in name:
             raise CosfaceError(
                 f"class {c} is named {name!r}, which cannot be a folder name (see {packed_dir / CLASSES_FILE})"
@@ -167,9 +175,9 @@ def unpack_records(packed_dir: str | os.PathLike, out_dir: str | os.PathLike, pr
         label = int(source.labels[i])
         folder = out / source.class_names[label]
         if label not in made:
-            folder.mkdir(parents=True, exist_ok=True)
+            ensure_dir(folder, "class folder")
             made.add(label)
-        (folder / f"{source.record_key(i):0{width}d}{_extension(data)}").write_bytes(data)
+        write_bytes(folder / f"{source.record_key(i):0{width}d}{_extension(data)}", data, "image")
         report.images += 1
     report.classes = len(made)
     return report

@@ -26,6 +26,7 @@ zero-padded to a common width so that string order equals numeric order: unpacki
 """
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
@@ -36,6 +37,7 @@ from typing import NamedTuple
 import numpy as np
 
 from cosface.errors import CosfaceError
+from cosface.fsio import ensure_dir, read_text
 
 MAGIC = 0xCED7230A
 _MAGIC_BYTES = struct.pack("<I", MAGIC)
@@ -140,8 +142,9 @@ def split_payload(payload: bytes) -> tuple[RecordHeader, bytes]:
     return RecordHeader(flag, label, id_, id2, labels), payload[body:]
 
 
-def read_index(path: Path) -> tuple[np.ndarray, np.ndarray]:
-    """train.idx -> (keys, offsets), int64, in file order. Bad lines raise CosfaceError naming the line."""
+def read_index(path: Path, rec_size: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """train.idx -> (keys, offsets), int64, in file order. Bad lines, and offsets that cannot start a
+    record of a `rec_size`-byte train.rec, raise CosfaceError naming the line."""
     try:
         text = path.read_text(encoding="ascii")
     except UnicodeDecodeError as e:
@@ -163,6 +166,10 @@ def read_index(path: Path) -> tuple[np.ndarray, np.ndarray]:
             raise CosfaceError(f"{path}, line {lineno}: {line[:60]!r} is not 'key<TAB>offset' (two integers)") from None
         if off < 0:
             raise CosfaceError(f"{path}, line {lineno}: negative offset {off}")
+        if rec_size is not None and off + _PART_HEADER.size > rec_size:
+            raise CosfaceError(f"{path}, line {lineno}: offset {off} is past the end of train.rec ({rec_size} bytes)")
+        if not -(1 << 63) <= key < (1 << 63) or off >= (1 << 63):
+            raise CosfaceError(f"{path}, line {lineno}: {line[:60]!r} holds a number too large for a 64-bit integer")
         keys[n], offsets[n] = key, off
         n += 1
     keys, offsets = keys[:n], offsets[:n]
@@ -264,7 +271,7 @@ class RecordSource:
         with open(self.rec_path, "rb") as f:
             mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
         words = np.frombuffer(mm, dtype="<u4", count=size // 4)
-        keys, offsets = read_index(idx_path) if idx_path.is_file() else self._scan(words, mm, size)
+        keys, offsets = read_index(idx_path, size) if idx_path.is_file() else self._scan(words, mm, size)
         keys, offsets = self._image_records(keys, offsets, mm)
         labels, spans, good = self._labels(keys, offsets, words, mm, size)
         del words, mm
@@ -351,7 +358,7 @@ class RecordSource:
     def _classes(self, raw: np.ndarray) -> tuple[np.ndarray, list[str]]:
         names_path = self.root / CLASSES_FILE
         if names_path.is_file():
-            names = names_path.read_text(encoding="utf-8").splitlines()
+            names = read_text(names_path, "class list").splitlines()
             for lineno, name in enumerate(names, 1):
                 if not name.strip():
                     raise CosfaceError(f"{names_path}, line {lineno}: empty class name")
@@ -425,8 +432,7 @@ class RecordWriter:
     """
 
     def __init__(self, root: str | os.PathLike, image_size: int = 112):
-        self.root = Path(root)
-        self.root.mkdir(parents=True, exist_ok=True)
+        self.root = ensure_dir(root, "output directory")
         for name in ("train.rec", "train.idx"):
             if (self.root / name).exists():
                 raise CosfaceError(f"{self.root / name} already exists; choose an empty output directory")
@@ -488,8 +494,9 @@ class RecordWriter:
     def abort(self) -> None:
         """Stop and delete the partial files."""
         self._closed = True
-        self._rec.close()
-        self._idx.close()
+        for f in (self._rec, self._idx):
+            with contextlib.suppress(OSError):  # a full disk fails the final flush too
+                f.close()
         for name in ("train.rec.partial", "train.idx.partial"):
             (self.root / name).unlink(missing_ok=True)
 
@@ -498,6 +505,10 @@ class RecordWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         if exc_type is None:
-            self.close()
+            try:
+                self.close()
+            except BaseException:
+                self.abort()
+                raise
         else:
             self.abort()

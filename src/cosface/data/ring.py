@@ -28,12 +28,13 @@ import numpy as np
 import torch
 
 from cosface.data.dataset import decode_batch
+from cosface.preprocess import MAX_PIXELS
 
 # How long the trainer waits on its workers before checking whether one of them died.
 _POLL_S = 5.0
 
 
-def _worker_loop(conn, source, image_size: int, images, labels, flips) -> None:
+def _worker_loop(conn, source, image_size: int, images, labels, flips, max_pixels: int = MAX_PIXELS) -> None:
     """One worker: receive (seq, slot, indices, flips), decode into the slot, answer (seq, slot, bad)."""
     torch.set_num_threads(1)
     images_np, labels_np, flips_np = images.numpy(), labels.numpy(), flips.numpy()
@@ -48,7 +49,7 @@ def _worker_loop(conn, source, image_size: int, images, labels, flips) -> None:
         seq, slot, idx, flip = task
         try:
             n = len(idx)
-            used, bad = decode_batch(source, idx, images_np[slot, :n], image_size)
+            used, bad = decode_batch(source, idx, images_np[slot, :n], image_size, max_pixels)
             labels_np[slot, :n] = all_labels[used]
             flips_np[slot, :n] = flip
             conn.send((seq, slot, bad, None))
@@ -65,11 +66,12 @@ class RingLoader:
     """
 
     def __init__(self, source, sampler, image_size: int, workers: int, prefetch: int = 2,
-                 pin_memory: bool = False, multiprocessing_context=None):
+                 pin_memory: bool = False, multiprocessing_context=None, max_pixels: int = MAX_PIXELS):
         if workers < 1:
             raise ValueError(f"RingLoader needs workers >= 1, got {workers}")
         self.source, self.sampler, self.image_size = source, sampler, image_size
         self.workers, self.prefetch, self.pin_memory = workers, prefetch, pin_memory
+        self.max_pixels = max_pixels
         self._ctx = multiprocessing_context or torch.multiprocessing.get_context()
         b = sampler.plan.batch_size
         self.num_slots = workers * prefetch + 2
@@ -96,7 +98,8 @@ class RingLoader:
         for k in range(self.workers):
             parent, child = self._ctx.Pipe(duplex=True)
             p = self._ctx.Process(target=_worker_loop, name=f"cosface-loader-{k}", daemon=True,
-                                  args=(child, self.source, self.image_size, self._images, self._labels, self._flips))
+                                  args=(child, self.source, self.image_size, self._images, self._labels, self._flips,
+                                        self.max_pixels))
             p.start()
             child.close()
             self._procs.append(p)
@@ -264,7 +267,7 @@ class RingLoader:
 
     def _decode_here(self, idx, flip) -> dict:
         images = torch.empty((len(idx), self.image_size, self.image_size, 3), dtype=torch.uint8)
-        used, bad = decode_batch(self.source, idx, images.numpy(), self.image_size)
+        used, bad = decode_batch(self.source, idx, images.numpy(), self.image_size, self.max_pixels)
         return {"images": images,
                 "labels": torch.as_tensor(np.asarray(self.source.labels, dtype=np.int64)[used]),
                 "flips": torch.from_numpy(np.asarray(flip, dtype=bool)),

@@ -18,27 +18,11 @@ from cosface.errors import CosfaceError
 from cosface.evaluation import ijb_metrics
 from cosface.evaluation.extract import EmbedFn, embed_images
 from cosface.evaluation.ijb_data import IJBSet, load_ijb
-from cosface.preprocess import DEFAULT
+from cosface.preprocess import DEFAULT, decode_full
 
 PROTOCOL = "ijb"
 DESCRIPTION = ("IJB template protocol: 5-point ArcFace alignment, image + mirror embeddings, media mean then "
                "template sum (insightface's pooling), cosine of L2-normalised templates")
-
-
-def decode_full(data: bytes) -> np.ndarray:
-    """Encoded bytes -> (H, W, 3) uint8 RGB at the image's own size (grayscale becomes RGB)."""
-    from cosface import preprocess
-
-    if data[:2] == b"\xff\xd8":
-        import simplejpeg
-
-        try:
-            return simplejpeg.decode_jpeg(data, colorspace="RGB")
-        except Exception:
-            pass        # a JPEG libjpeg-turbo rejects goes through Pillow, as in decode_image
-    if not data:
-        raise ValueError("empty file")
-    return preprocess._decode_pillow(data)
 
 
 class AlignedSource:

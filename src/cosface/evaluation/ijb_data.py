@@ -22,12 +22,14 @@ templates, 15,658,489 pairs), so a gap means a damaged copy, not a known quirk.
 from __future__ import annotations
 
 import csv
+import io
 import os
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from cosface.errors import CosfaceError
+from cosface.fsio import read_text
 
 TARGETS = ("IJBC", "IJBB")
 IMAGE_DIRS = ("loose_crop", "images")
@@ -92,19 +94,12 @@ def detect_target(root: str | os.PathLike) -> str | None:
 
 
 def _lines(path: str):
-    """(line number, fields) of each non-blank line; a missing or unreadable file is one error."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            for number, line in enumerate(f, 1):
-                parts = line.split()
-                if parts:
-                    yield number, parts
-    except FileNotFoundError:
-        raise CosfaceError(f"{path}: no such file") from None
-    except UnicodeDecodeError:
-        raise CosfaceError(f"{path}: not a UTF-8 text file") from None
-    except OSError as e:
-        raise CosfaceError(f"{path}: cannot read ({e.strerror or e})") from None
+    """(line number, fields) of each non-blank line; a missing, unreadable or non-UTF-8 file is one
+    error (cosface.fsio.read_text names the byte offset of bad UTF-8)."""
+    for number, line in enumerate(read_text(path, "IJB metadata file").splitlines(), 1):
+        parts = line.split()
+        if parts:
+            yield number, parts
 
 
 def _int(text: str, path: str, number: int, what: str) -> int:
@@ -176,13 +171,7 @@ def _read_pairs(path: str, known: set):
 
 def read_identification(path: str, known: set) -> Identification:
     """A NIST 1:N CSV: header, then TEMPLATE_ID, SUBJECT_ID, ... per image; one subject per template."""
-    try:
-        with open(path, newline="", encoding="utf-8") as f:
-            rows = list(csv.reader(f))
-    except OSError as e:
-        raise CosfaceError(f"{path}: cannot read ({e.strerror or e})") from None
-    except UnicodeDecodeError:
-        raise CosfaceError(f"{path}: not a UTF-8 text file") from None
+    rows = list(csv.reader(io.StringIO(read_text(path, "IJB 1:N file"), newline="")))
     if not rows:
         raise CosfaceError(f"{path}: empty file (expected a header and one row per image)")
     header = [h.strip().upper() for h in rows[0]]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from cosface.errors import CosfaceError
+from cosface.fsio import read_text
 
 IMAGE_SUBDIR = "lfw_align_112"
 PAIRS_FILE = "pairs.txt"
@@ -81,8 +82,7 @@ def read_lfw(root: str | os.PathLike, pairs_file: str | os.PathLike | None = Non
 def parse_pairs(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarray, np.ndarray]:
     """pairs.txt -> (left image names, right image names, issame, fold), names relative to the image root."""
     path = Path(path)
-    with open(path, encoding="utf-8", newline=None) as f:
-        lines = [ln.rstrip() for ln in f]
+    lines = [ln.rstrip() for ln in read_text(path, "pairs file").splitlines()]
     while lines and not lines[-1]:
         lines.pop()
     if not lines:

@@ -22,13 +22,11 @@ import numpy as np
 
 from cosface.errors import CosfaceError
 from cosface.faces.align import align_face
+from cosface.preprocess import MAX_PIXELS, image_size, to_rgb8
 from cosface.registry import Registry
 
 DETECTORS: Registry[Callable] = Registry("face detector")
 KEEP = ("largest", "center", "all")
-# Larger photos are refused before decoding: 120 megapixels is beyond any camera a face photo comes from,
-# and decoding one takes 360 MB.
-MAX_PHOTO_PIXELS = 120_000_000
 
 
 @dataclass(frozen=True, eq=False)
@@ -93,11 +91,13 @@ def read_photo(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray
             raise CosfaceError(f"cannot read image {path}: {e.strerror or e}") from None
     if not data:
         raise CosfaceError(f"{path}: empty file")
+    # The same guard as every other decoder (cosface.preprocess): the size from the header, before decoding.
+    dims = image_size(data)
+    if dims is not None and dims[0] * dims[1] > MAX_PIXELS:
+        raise CosfaceError(f"{path}: {dims[0]}x{dims[1]} image ({dims[0] * dims[1] / 1e6:.1f} megapixels) is above "
+                           f"the limit of {MAX_PIXELS / 1e6:g} megapixels; not decoded")
     try:
         with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            if w * h > MAX_PHOTO_PIXELS:
-                raise CosfaceError(f"{path}: {w}x{h} pixels is more than this reads ({MAX_PHOTO_PIXELS:,} pixels)")
             orientation = im.getexif().get(0x0112, 1)
             if im.format == "JPEG" and orientation == 1:
                 img = _jpeg(data)
@@ -105,10 +105,7 @@ def read_photo(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray
                     return img
             im.load()
             upright = ImageOps.exif_transpose(im) if orientation != 1 else im
-            if upright.mode != "RGB":
-                rgba = upright.mode in ("P", "LA", "PA")
-                upright = upright.convert("RGBA").convert("RGB") if rgba else upright.convert("RGB")
-            return np.asarray(upright, dtype=np.uint8)
+            return to_rgb8(upright)            # every mode to 8-bit RGB, as training's decoder does
     except CosfaceError:
         raise
     except UnidentifiedImageError:

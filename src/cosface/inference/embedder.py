@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cosface.errors import CosfaceError
+from cosface.fsio import atomic_write, write_text
 from cosface.inference.models import open_model, require_kind
-from cosface.preprocess import Preprocessing, decode_image, normalize_numpy, resize
+from cosface.preprocess import Preprocessing, decode_image, image_size, normalize_numpy, resize, to_rgb8
 
 if TYPE_CHECKING:
     from cosface.faces import Face
@@ -45,24 +46,6 @@ def list_images(inputs) -> list[Path]:
         else:
             raise CosfaceError(f"{p} does not exist")
     return found
-
-
-def _native_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from the header alone; None when the header cannot be read (decode then says why)."""
-    try:
-        if data[:2] == b"\xff\xd8":
-            import simplejpeg
-
-            h, w, _, _ = simplejpeg.decode_jpeg_header(data)
-            return w, h
-        import io
-
-        from PIL import Image
-
-        with Image.open(io.BytesIO(data)) as im:
-            return im.size
-    except Exception:
-        return None
 
 
 def _is_single(images) -> bool:
@@ -241,7 +224,7 @@ class Embedder:
                 data = Path(item).read_bytes()
             except OSError as e:
                 raise CosfaceError(f"cannot read image {item}: {e.strerror or e}") from None
-            native = _native_size(data)
+            native = image_size(data)
             if self.detect and native != (size, size):
                 from cosface.faces import read_photo
 
@@ -287,7 +270,7 @@ class Embedder:
 
     def _array(self, item, index: int) -> np.ndarray:
         if _is_pil(item):
-            item = np.asarray(item.convert("RGB"))
+            item = to_rgb8(item)   # as the file decoder: 16-bit scaled, transparency on black
         if not isinstance(item, np.ndarray):
             raise CosfaceError(f"image #{index}: expected a file path, a (H, W, 3) uint8 RGB array or a PIL image, "
                                f"got {type(item).__name__}")
@@ -328,9 +311,8 @@ def embed_to_file(model: str | os.PathLike, inputs, out: str | os.PathLike, *, f
     if npy.suffix != ".npy":
         npy = npy.with_name(npy.name + ".npy")
     listing = npy.with_suffix(".txt")
-    npy.parent.mkdir(parents=True, exist_ok=True)
-    np.save(npy, vectors)
-    listing.write_text("".join(lines))
+    atomic_write(npy, lambda f: np.save(f, vectors), "embeddings file")
+    write_text(listing, "".join(lines), "file list")
     return npy, listing, vectors.shape
 
 
