@@ -96,9 +96,9 @@ class Trainer:
             write_text(self.out / "config.toml", cfg.to_toml(), "run config")
             write_text(self.out / "classes.txt", "".join(f"{n}\n" for n in self.class_names), "class list")
             self.validator.write(self.out)
-        self._report_bad(getattr(source, "skipped", []))   # records a packed source could not open
         rt.barrier()
         self.logs = MetricsLog(self.out, cfg.log, rt.is_main)
+        self._report_bad(getattr(source, "skipped", []))   # records a packed source could not open
         self.best = BestCheckpoint(self.ckpt_dir, cfg.checkpoint.select, resuming=ckpt is not None)
         for note in data_warnings(source.labels, self.class_names) + self.validator.notes(cfg.data, num_classes):
             self._say(note)

@@ -14,7 +14,7 @@ from cosface.checkpoint import atomic_save, list_checkpoints, load_checkpoint
 from cosface.config import load_config
 from cosface.errors import CosfaceError
 from cosface.fsio import atomic_write
-from cosface.train import train
+from cosface.trainer import train
 
 TINY = ["train.batch_size=8", "train.epochs=1", "data.workers=0", "train.log_every=1", "model.input_size=64",
         "checkpoint.save_start_epoch=1", "checkpoint.save_every_epochs=1", "schedule.milestones=[1]"]

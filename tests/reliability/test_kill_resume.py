@@ -20,7 +20,7 @@ import torch
 
 from cosface.checkpoint import list_checkpoints, load_checkpoint
 from cosface.config import load_config
-from cosface.train import train
+from cosface.trainer import train
 
 pytestmark = pytest.mark.reliability
 
