@@ -152,6 +152,25 @@ def restore_training_state(ckpt: dict, backbone, head, optimizer=None) -> None:
         }
 
 
+def safe_torch_load(p: Path, what: str, kind: str) -> Any:
+    """torch.load(weights_only=True) of `p`, every failure a one-line CosfaceError naming `what` and `p`.
+
+    torch's refusal of a pickled object names the global it tried to load and suggests
+    weights_only=False, which would run it: the message names the global and never repeats that advice.
+    """
+    try:
+        return torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated zip, foreign pickle, not a torch file at all
+        forbidden = re.search(r"GLOBAL ([\w.]+)", str(e))
+        if forbidden:
+            raise CosfaceError(f"{what} {p} cannot be read: it tries to load the forbidden global {forbidden.group(1)}; "
+                               f"refused: {kind} holds only tensors and plain data, and code inside a "
+                               f"file is never run") from None
+        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and "weights_only" not in ln]
+        msg = lines[0] if lines else e.__class__.__name__
+        raise CosfaceError(f"{what} {p} cannot be read (truncated, corrupt or not {kind}): {msg}") from None
+
+
 def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a checkpoint safely; every way it can be wrong is a one-line CosfaceError."""
     p = Path(path)
@@ -159,19 +178,7 @@ def load_checkpoint(path: str | os.PathLike) -> dict:
         raise CosfaceError(f"checkpoint {p} does not exist")
     if p.is_dir():
         raise CosfaceError(f"checkpoint {p} is a directory; pass a .pt file (or use --resume auto)")
-    try:
-        ckpt = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:  # truncated zip, foreign pickle, not a torch file at all
-        # torch's refusal of a pickled object names the global it tried to load (and suggests
-        # weights_only=False, which would run it: never repeat that advice).
-        forbidden = re.search(r"GLOBAL ([\w.]+)", str(e))
-        if forbidden:
-            raise CosfaceError(f"checkpoint {p} cannot be read: it tries to load the forbidden global {forbidden.group(1)}; refused: "
-                               f"a cosface checkpoint holds only tensors and plain data, and code inside a "
-                               f"file is never run") from None
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip() and "weights_only" not in ln]
-        msg = lines[0] if lines else e.__class__.__name__
-        raise CosfaceError(f"checkpoint {p} cannot be read (truncated, corrupt or not a cosface checkpoint): {msg}") from None
+    ckpt = safe_torch_load(p, "checkpoint", "a cosface checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise CosfaceError(f"{p} is not a cosface checkpoint (no '{FORMAT}' format marker)")
     if ckpt.get("format_version", 0) > FORMAT_VERSION:

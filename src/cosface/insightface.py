@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from cosface.checkpoint import safe_torch_load
 from cosface.errors import CosfaceError
 from cosface.preprocess import INSIGHTFACE
 
@@ -38,12 +39,7 @@ def read_state_dict(path: str | os.PathLike) -> dict[str, torch.Tensor]:
     p = Path(path)
     if not p.is_file():
         raise CosfaceError(f"insightface weights {p} do not exist" if not p.exists() else f"{p} is not a file")
-    try:
-        obj = torch.load(p, map_location="cpu", weights_only=True)
-    except Exception as e:
-        lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-        raise CosfaceError(f"{p} cannot be read as a torch weights file (weights only): "
-                           f"{lines[0] if lines else type(e).__name__}") from None
+    obj = safe_torch_load(p, "insightface weights", "a torch weights file")
     if isinstance(obj, dict) and isinstance(obj.get("state_dict_backbone"), dict):
         obj = obj["state_dict_backbone"]                          # arcface_torch's checkpoint_gpu_0.pt
     if not isinstance(obj, dict) or not obj or not all(isinstance(k, str) and torch.is_tensor(v) for k, v in obj.items()):

@@ -209,7 +209,59 @@ CASES = [
                                           "head.s")),
     Case("synth-out-blocked", lambda w, d: (["synth", str(blocked(d)), "--identities", "2",
                                              "--lfw-identities", "20"], "blocker")),
+    # ---- photos: verify / detect / align (issue 10) -------------------------------------------
+    Case("verify-photo-without-face", lambda w, d: (["verify", "--model", str(w.ckpt), str(w.image),
+                                                     str(put(d / "wall.png", blank_photo()))], "wall.png")),
+    Case("detect-not-an-image", lambda w, d: (["detect", str(put(d / "a.png", "hello"))], "a.png")),
+    Case("detect-oversized-jpeg", lambda w, d: (["detect", str(put(d / "big.jpg", jpeg_claiming(20000, 20000)))],
+                                                "big.jpg")),
+    Case("detect-missing-photo", lambda w, d: (["detect", str(d / "gone.jpg")], "gone.jpg")),
+    Case("align-missing-folder", lambda w, d: (["align", str(d / "nope"), "-o", str(d / "out"), "--quiet"], "nope")),
+    Case("align-out-blocked", lambda w, d: (["align", str(w.images), "-o", str(blocked(d)), "--quiet",
+                                             "--workers", "1"], "blocker")),
+    # ---- IJB evaluation (issue 13) --------------------------------------------------------------
+    Case("eval-ijb-missing-metadata", lambda w, d: (["eval", "--ckpt", str(w.ckpt), "--ijb",
+                                                     str(put(d / "ijb" / "loose_crop" / "1.jpg", b"x").parent.parent),
+                                                     "--target", "IJBC", "--no-progress"], "ijbc_face_tid_mid.txt")),
+    Case("eval-ijb-bad-line", lambda w, d: (["eval", "--ckpt", str(w.ckpt), "--ijb", str(ijb_with(d, b"1.jpg one 2\n")),
+                                             "--target", "IJBC", "--no-progress"], "ijbc_face_tid_mid.txt:1")),
+    Case("eval-ijb-not-utf8", lambda w, d: (["eval", "--ckpt", str(w.ckpt), "--ijb", str(ijb_with(d, NOT_UTF8)),
+                                             "--target", "IJBC", "--no-progress"], "byte offset 3")),
+    # ---- plot / import-insightface (issues 12, 11) ----------------------------------------------
+    Case("plot-missing-run", lambda w, d: (["plot", str(d / "norun"), "-o", str(d / "c.png")], "norun")),
+    # (a cut-short LAST line is what a killed run leaves, and is skipped; one inside the file is an error)
+    Case("plot-metrics-not-json", lambda w, d: (["plot", str(put(d / "run" / "metrics.jsonl", '{not json\n{"type": "step"}\n').parent),
+                                                 "-o", str(d / "c.png")], "metrics.jsonl")),
+    Case("import-insightface-garbage", lambda w, d: (["import-insightface", str(put(d / "b.pth", b"junk")), "--arch",
+                                                      "iresnet18", "-o", str(d / "c.pt")], "b.pth")),
+    Case("import-insightface-malicious", lambda w, d: (["import-insightface", str(w.evil_ckpt), "--arch", "iresnet18",
+                                                        "-o", str(d / "c.pt")], "forbidden global")),
+    Case("import-insightface-wrong-arch", lambda w, d: (["import-insightface", str(w.ckpt), "--arch", "iresnet18",
+                                                         "-o", str(d / "c.pt")], "model.pt")),
 ]
+
+
+def blank_photo() -> bytes:
+    """A 160x120 grey gradient PNG: a photo (not 112x112) in which there is no face."""
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    img = np.tile(np.linspace(60, 200, 160, dtype=np.uint8)[None, :, None], (120, 1, 3))
+    buf = io.BytesIO()
+    Image.fromarray(img).save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def ijb_with(d: Path, face_tid_mid: bytes) -> Path:
+    """An IJB-C-layout folder whose meta/ijbc_face_tid_mid.txt holds `face_tid_mid`."""
+    root = d / "ijb"
+    put(root / "loose_crop" / "1.jpg", b"x")
+    put(root / "meta" / "ijbc_face_tid_mid.txt", face_tid_mid)
+    put(root / "meta" / "ijbc_template_pair_label.txt", "1 1 1\n")
+    put(root / "meta" / "ijbc_name_5pts_score.txt", "1.jpg " + " ".join(["50"] * 10) + " 0.9\n")
+    return root
 
 
 def snapshot(*roots: Path) -> dict[str, str]:
