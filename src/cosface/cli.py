@@ -22,6 +22,8 @@ COMMANDS = [
     "infer",
     "embed",
     "verify",
+    "gallery",
+    "serve",
     "pack",
     "unpack",
     "synth",

@@ -18,6 +18,10 @@ EXTRAS: dict[str, str] = {
     "onnxscript": "onnx",
     "matplotlib": "plot",
     "matplotlib.pyplot": "plot",
+    "faiss": "faiss",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "multipart": "serve",
 }
 
 

@@ -1,0 +1,119 @@
+"""Photos to aligned face crops, and photos to embeddings: the one path the gallery CLI and the service share.
+
+`face_crops` is the seam to face detection and alignment. Until cosface.faces can detect faces
+(issue 10), a photo must already be an aligned crop of the model's input size (what `cosface synth`
+writes, and LFW's aligned sets); any other size is refused as "no aligned face", with that said.
+"""
+from __future__ import annotations
+
+import io
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from cosface.errors import CosfaceError
+
+MAX_PIXELS = 40_000_000   # decoded images larger than this are refused before decoding (decompression bombs)
+
+
+class NoFaceError(CosfaceError):
+    """The photo decoded, but holds no face the gallery can use."""
+
+
+class NotAnImageError(CosfaceError):
+    """The bytes are empty or do not decode as an image."""
+
+
+class TooManyPixelsError(CosfaceError):
+    """The image's header declares more pixels than the limit (refused before decoding)."""
+
+
+@dataclass
+class Crop:
+    image: np.ndarray                      # (S, S, 3) uint8 RGB, aligned to the model's template
+    box: tuple[float, float, float, float]  # x0, y0, x1, y1 in the photo's pixels
+    score: float | None = None              # detector confidence (None: the photo was taken as a crop)
+    landmarks: list = field(default_factory=list)
+
+
+def decode_photo(data: bytes, *, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Encoded bytes -> (H, W, 3) uint8 RGB at full size. The content decides the format, never a file name;
+    the pixel count is checked from the header before any pixel is decoded."""
+    from PIL import Image, ImageOps, UnidentifiedImageError
+
+    if not data:
+        raise NotAnImageError(f"{name}: empty file")
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            w, h = im.size
+            if w * h > max_pixels:
+                raise TooManyPixelsError(f"{name}: {w}x{h} pixels is more than the limit of {max_pixels:,} pixels")
+            im = ImageOps.exif_transpose(im)
+            im.load()
+            if im.mode != "RGB":
+                im = im.convert("RGBA").convert("RGB") if im.mode in ("P", "LA", "PA", "RGBA") else im.convert("RGB")
+            return np.asarray(im, dtype=np.uint8)
+    except UnidentifiedImageError:
+        raise NotAnImageError(f"{name}: not an image in a known format") from None
+    except Image.DecompressionBombError:
+        raise TooManyPixelsError(f"{name}: too many pixels (more than the limit of {max_pixels:,})") from None
+    except (OSError, SyntaxError, ValueError) as e:
+        raise NotAnImageError(f"{name}: not a decodable image ({e})") from None
+
+
+def read_photo(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise CosfaceError(f"cannot read image {path}: {e.strerror or e}") from None
+    return decode_photo(data, name=str(path), max_pixels=max_pixels)
+
+
+def face_crops(image: np.ndarray, size: int, *, name: str = "image", keep: str = "largest") -> list[Crop]:
+    """(H, W, 3) uint8 photo -> aligned crops of its faces (one with keep="largest"); NoFaceError when none."""
+    h, w = image.shape[:2]
+    if (h, w) == (size, size):
+        return [Crop(np.ascontiguousarray(image), (0.0, 0.0, float(w), float(h)))]
+    raise NoFaceError(f"{name}: a {w}x{h} photo; this cosface has no face detector yet (issue 10), so photos "
+                      f"must be aligned {size}x{size} face crops")
+
+
+def thumbnail_jpeg(crop: np.ndarray, quality: int = 85) -> bytes:
+    import simplejpeg
+
+    return simplejpeg.encode_jpeg(np.ascontiguousarray(crop), quality=quality, colorspace="RGB")
+
+
+def embed_crops(embedder, crops: list[np.ndarray]) -> np.ndarray:
+    """Aligned crops -> (N, 2D) flip-concatenated L2-normalised embeddings, the features `verify` compares."""
+    if not crops:
+        return np.empty((0, 2 * embedder.info.embedding_size), np.float32)
+    return embedder.embed(np.stack(crops))
+
+
+@dataclass
+class PhotoFaces:
+    """The faces of a batch of photos: one crop each for those that have one, and why the others have none."""
+
+    sources: list[str]
+    crops: list[np.ndarray]
+    embeddings: np.ndarray
+    failures: list[tuple[str, str]]   # (photo, reason)
+
+
+def photo_faces(embedder, photos, *, max_pixels: int = MAX_PIXELS) -> PhotoFaces:
+    """File paths -> the largest face of each, embedded. Photos without a usable face are reported, not fatal;
+    unreadable files and non-images are reported the same way."""
+    size = embedder.preprocessing.size
+    sources, crops, failures = [], [], []
+    for p in photos:
+        try:
+            crop = face_crops(read_photo(p, max_pixels=max_pixels), size, name=str(p))[0]
+        except CosfaceError as e:
+            failures.append((str(p), str(e)))
+            continue
+        sources.append(str(p))
+        crops.append(crop.image)
+    return PhotoFaces(sources, crops, embed_crops(embedder, crops), failures)
