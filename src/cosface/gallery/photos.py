@@ -57,8 +57,8 @@ def decode_photo(data: bytes, *, name: str = "image", max_pixels: int = MAX_PIXE
             return np.asarray(im, dtype=np.uint8)
     except UnidentifiedImageError:
         raise NotAnImageError(f"{name}: not an image in a known format") from None
-    except Image.DecompressionBombError:
-        raise TooManyPixelsError(f"{name}: too many pixels (more than the limit of {max_pixels:,})") from None
+    except Image.DecompressionBombError as e:   # Pillow's own, stricter check in Image.open
+        raise TooManyPixelsError(f"{name}: more pixels than the limit of {max_pixels:,} (Pillow: {e})") from None
     except (OSError, SyntaxError, ValueError) as e:
         raise NotAnImageError(f"{name}: not a decodable image ({e})") from None
 
