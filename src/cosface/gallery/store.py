@@ -221,15 +221,15 @@ class GalleryStore:
             try:
                 (rev,), = self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchall()
                 names = dict(self._db.execute("SELECT id, name FROM subjects").fetchall())
-                if with_embeddings:
-                    rows = self._db.execute("SELECT subject_id, embedding FROM faces ORDER BY subject_id, id").fetchall()
-                    owners = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-                    emb = (np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), self.model.dim)
-                           if rows else np.empty((0, self.model.dim), np.float32))
-                else:
-                    rows = self._db.execute("SELECT subject_id FROM faces ORDER BY subject_id, id").fetchall()
-                    owners = np.fromiter((r[0] for r in rows), np.int64, len(rows))
-                    emb = None
+                (n,), = self._db.execute("SELECT COUNT(*) FROM faces").fetchall()
+                owners = np.empty(n, np.int64)
+                emb = np.empty((n, self.model.dim), np.float32) if with_embeddings else None
+                columns = "subject_id, embedding" if with_embeddings else "subject_id"
+                # Filled row by row: a million faces never exist as a million Python objects at once.
+                for i, row in enumerate(self._db.execute(f"SELECT {columns} FROM faces ORDER BY subject_id, id")):
+                    owners[i] = row[0]
+                    if emb is not None:
+                        emb[i] = np.frombuffer(row[1], np.float32)
             finally:
                 self._db.execute("COMMIT")
         return int(rev), owners, emb, names
