@@ -22,6 +22,8 @@ COMMANDS = [
     "infer",
     "embed",
     "verify",
+    "detect",
+    "align",
     "gallery",
     "serve",
     "pack",

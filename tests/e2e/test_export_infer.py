@@ -78,6 +78,7 @@ def test_onnx_export_is_one_file_with_metadata_and_matches_eager(run):
         "embedding_size": "128", "num_classes": "4", "input_size": "112", "channel_order": "RGB",
         "mean": "128.0", "std": "128.0", "layout": "NCHW",
         "threshold": repr(float(ev["verify_threshold"])), "evaluation": json.dumps(ev),
+        "alignment_template": "arcface", "alignment_method": "umeyama-similarity-5pt+bilinear",
     }
     emb = Embedder(r.path, device="cpu")
     for n in (1, 3):                                                            # the batch axis is free

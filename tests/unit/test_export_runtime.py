@@ -114,7 +114,8 @@ def test_fixed_batch_graph_is_fed_in_chunks(tmp_path):
 
 
 def test_wrong_size_image_is_resized_with_a_note(tmp_path, capsys):
-    emb = Embedder(pooling_onnx(tmp_path / "m.onnx", INFO.to_metadata()))
+    # without face detection (photos are detected and aligned by default: tests/unit/test_faces_embed.py)
+    emb = Embedder(pooling_onnx(tmp_path / "m.onnx", INFO.to_metadata()), detect=False)
     rng = np.random.default_rng(0)
     big = rng.integers(0, 256, (150, 130, 3), dtype=np.uint8)
     path = write_png(tmp_path / "big.png", big)

@@ -76,28 +76,46 @@ class Verification:
     similarity: float        # cosine of the two L2-normalised flip-concatenated features
     threshold: float
     threshold_source: str
+    alignments: tuple[str, ...] = ()   # how each image became the model's input (see Prepared.how)
 
     @property
     def same(self) -> bool:
         return self.similarity > self.threshold   # strict, as the protocol counts a same pair correct
 
 
+@dataclass(frozen=True, eq=False)
+class Prepared:
+    """One image made ready for the model: the (S, S, 3) uint8 input and how it was obtained."""
+
+    image: np.ndarray
+    how: str                     # e.g. "112x112, taken as already aligned" or "face 0.999 ... aligned to ..."
+    face: object | None = None   # the cosface.faces.Face that was aligned, when one was
+    resized_from: str | None = None   # "WxH" when the image was resized without detection (detect=False)
+
+
 class Embedder:
     """Embeds images with a cosface checkpoint, TorchScript export or ONNX export.
 
     Images are file paths, (H, W, 3) uint8 RGB arrays (or (H, W) grayscale) or PIL images; a list of
-    them, or an (N, H, W, 3) array, is a batch. Images of another size are resized (bilinear, as
-    training's decoder does) and a note says so on stderr unless `quiet`.
+    them, or an (N, H, W, 3) array, is a batch. An image of the model's input size (112x112) is taken as
+    an already aligned face. Any other photo is searched for faces (`detector`, on a copy whose long side
+    is at most `max_side`) and the largest one is aligned to the template the model was trained with; a
+    photo without a face is an error naming it. With `detect=False` other sizes are resized instead
+    (bilinear, as training's decoder does) and a note says so on stderr unless `quiet`.
     `device`: "auto" (CUDA when available), "cpu" or "cuda".
     """
 
-    def __init__(self, model: str | os.PathLike, *, device: str = "auto", batch_size: int = 64, quiet: bool = False):
+    def __init__(self, model: str | os.PathLike, *, device: str = "auto", batch_size: int = 64, quiet: bool = False,
+                 detect: bool = True, detector: str = "retinaface", max_side: int = 640):
         if batch_size < 1:
             raise CosfaceError(f"batch size must be >= 1, got {batch_size}")
         self.path = Path(model)
         self.kind, self._run, self.info = open_model(self.path, device)
         self.batch_size = batch_size
         self.quiet = quiet
+        self.detect = detect
+        self.detector = detector
+        self.max_side = max_side
 
     @property
     def preprocessing(self) -> Preprocessing:
@@ -123,7 +141,9 @@ class Embedder:
         resized: list[str] = []
         out = []
         for s in range(0, len(items), self.batch_size):
-            batch = np.stack([self._load(x, s + j, resized) for j, x in enumerate(items[s:s + self.batch_size])])
+            prepared = [self.prepare(x, s + j) for j, x in enumerate(items[s:s + self.batch_size])]
+            resized += [p.resized_from for p in prepared if p.resized_from]
+            batch = np.stack([p.image for p in prepared])
             if flip:
                 f = self.features(np.concatenate([batch, batch[:, :, ::-1]]))   # mirror = flip along W
                 f = np.concatenate([f[:len(batch)], f[len(batch):]], axis=1)   # (B, 2D)
@@ -173,24 +193,70 @@ class Embedder:
     def verify(self, a, b, threshold: float | None = None) -> Verification:
         """Compare two images; `threshold` None takes `default_threshold()`."""
         value, source = (threshold, "given") if threshold is not None else self.default_threshold()
-        return Verification(float(self.similarity(a, b)), value, source)
+        pa, pb = self.prepare(a, 0), self.prepare(b, 1)
+        return Verification(float(self.similarity(pa.image, pb.image)), value, source, (pa.how, pb.how))
 
-    def _load(self, item, index: int, resized: list[str]) -> np.ndarray:
-        """One image -> (S, S, 3) uint8 RGB; records a description in `resized` when it had another size."""
+    def prepare(self, item, index: int = 0) -> Prepared:
+        """One image -> the model's input and how it was made (aligned input, detected face, or resized)."""
+        return self._faces(item, index, keep="largest")[0]
+
+    def prepare_all(self, item, index: int = 0) -> list[Prepared]:
+        """Like `prepare`, but one entry per face found in a photo (best score first)."""
+        return self._faces(item, index, keep="all")
+
+    def _faces(self, item, index: int, keep: str) -> list[Prepared]:
         size = self.info.preprocessing.size
+        name = str(item) if isinstance(item, (str, os.PathLike)) else f"image #{index}"
         if isinstance(item, (str, os.PathLike)):
             try:
                 data = Path(item).read_bytes()
             except OSError as e:
                 raise CosfaceError(f"cannot read image {item}: {e.strerror or e}") from None
             native = _native_size(data)
+            if self.detect and native != (size, size):
+                from cosface.faces import read_photo
+
+                return self._align(read_photo(item, data), name, keep)
             try:
                 img = decode_image(data, size)
             except ValueError as e:
                 raise CosfaceError(f"{item}: {e}") from None
-            if native is not None and native != (size, size):
-                resized.append(f"{item} ({native[0]}x{native[1]})")
-            return img
+        else:
+            item = self._array(item, index)
+            if self.detect and item.shape[:2] != (size, size):
+                return self._align(item, name, keep)
+            native = (item.shape[1], item.shape[0])
+            img = resize(np.ascontiguousarray(item), size) if native != (size, size) else np.ascontiguousarray(item)
+        if native is not None and native != (size, size):
+            was = f"{name} ({native[0]}x{native[1]})"
+            return [Prepared(img, f"{was} resized to {size}x{size} (no face detection)", resized_from=was)]
+        return [Prepared(img, f"{name}: {size}x{size}, taken as already aligned")]
+
+    def _align(self, photo: np.ndarray, name: str, keep: str) -> list[Prepared]:
+        from cosface.faces import align_face, choose_faces, detect_faces, template_points
+
+        size = self.info.preprocessing.size
+        template = self.info.alignment_template
+        _, w, h = template_points(template, size)
+        if (w, h) != (size, size):
+            raise CosfaceError(f"the model was trained on {template}-template crops ({w}x{h}), which photos cannot be "
+                               f"aligned to for its {size}x{size} input; align them yourself and pass --no-detect")
+        faces = detect_faces(photo, self.detector, self.max_side)
+        if not faces:
+            raise CosfaceError(f"{name}: no face found in the {photo.shape[1]}x{photo.shape[0]} photo "
+                               f"(detector {self.detector}); pass an aligned {size}x{size} crop, or --no-detect to "
+                               f"resize the whole picture")
+        chosen = choose_faces(faces, keep, photo.shape[1], photo.shape[0])
+        which = "largest of " + str(len(faces)) + " faces" if len(faces) > 1 and keep != "all" else "face"
+        out = []
+        for f in chosen:
+            box = ", ".join(f"{v:.0f}" for v in f.box)
+            how = (f"{name}: {which} (score {f.score:.3f}, box {box}) in the {photo.shape[1]}x{photo.shape[0]} "
+                   f"photo, aligned to the {template} {size}x{size} template (five-point similarity)")
+            out.append(Prepared(align_face(photo, f.landmarks, size, template), how, face=f))
+        return out
+
+    def _array(self, item, index: int) -> np.ndarray:
         if _is_pil(item):
             item = np.asarray(item.convert("RGB"))
         if not isinstance(item, np.ndarray):
@@ -201,25 +267,42 @@ class Embedder:
                                f"got {item.dtype} {item.shape}")
         if item.ndim == 2:
             item = np.repeat(item[:, :, None], 3, axis=2)
-        if item.shape[:2] != (size, size):
-            resized.append(f"image #{index} ({item.shape[1]}x{item.shape[0]})")
-            item = resize(np.ascontiguousarray(item), size)
-        return np.ascontiguousarray(item)
+        return item
 
 
 def embed_to_file(model: str | os.PathLike, inputs, out: str | os.PathLike, *, flip: bool = True,
-                  batch_size: int = 64, device: str = "auto") -> tuple[Path, Path, tuple[int, int]]:
-    """Embed files and directories into OUT.npy, and list the files, one per line in row order, in OUT.txt."""
+                  batch_size: int = 64, device: str = "auto", detect: bool = True, all_faces: bool = False,
+                  detector: str = "retinaface") -> tuple[Path, Path, tuple[int, int]]:
+    """Embed files and directories into OUT.npy, and list the files, one per line in row order, in OUT.txt.
+
+    `all_faces`: one row per face found in each photo; OUT.txt then has three tab-separated columns per
+    row: the file, the face's box "x1 y1 x2 y2" in the photo's pixels, and the detector's score (an
+    already aligned input has the box "-" and score "-").
+    """
     files = list_images(inputs)
-    emb = Embedder(model, device=device, batch_size=batch_size).embed([str(f) for f in files], flip=flip)
+    emb = Embedder(model, device=device, batch_size=batch_size, detect=detect, detector=detector)
+    if all_faces:
+        if not detect:
+            raise CosfaceError("--all-faces needs face detection; it cannot be combined with --no-detect")
+        rows, lines = [], []
+        for i, f in enumerate(files):
+            for p in emb.prepare_all(str(f), i):
+                rows.append(p.image)
+                box = " ".join(f"{v:.1f}" for v in p.face.box) if p.face is not None else "-"
+                score = f"{p.face.score:.4f}" if p.face is not None else "-"
+                lines.append(f"{f}\t{box}\t{score}\n")
+        vectors = emb.embed(np.stack(rows), flip=flip) if rows else emb.embed([], flip=flip)
+    else:
+        vectors = emb.embed([str(f) for f in files], flip=flip)
+        lines = [f"{f}\n" for f in files]
     npy = Path(out)
     if npy.suffix != ".npy":
         npy = npy.with_name(npy.name + ".npy")
     listing = npy.with_suffix(".txt")
     npy.parent.mkdir(parents=True, exist_ok=True)
-    np.save(npy, emb)
-    listing.write_text("".join(f"{f}\n" for f in files))
-    return npy, listing, emb.shape
+    np.save(npy, vectors)
+    listing.write_text("".join(lines))
+    return npy, listing, vectors.shape
 
 
 def infer_lfw(model: str | os.PathLike, lfw_dir: str | os.PathLike, *, batch_size: int = 64, progress: bool = True,

@@ -28,6 +28,10 @@ KINDS = {"checkpoint": "a cosface training checkpoint", "torchscript": "a TorchS
 _REQUIRED = ("cosface_format", "cosface_version", "backbone", "embedding_size", "num_classes",
              "input_size", "channel_order", "mean", "std", "layout")
 _CHANNEL_ORDERS = ("RGB", "BGR")
+# Written out here (not imported from cosface.faces) so reading a model never loads the detection package;
+# tests/unit/test_faces_embed.py checks they match cosface.faces.align.
+DEFAULT_ALIGNMENT_TEMPLATE = "arcface"
+DEFAULT_ALIGNMENT_METHOD = "umeyama-similarity-5pt+bilinear"
 
 
 @dataclass(frozen=True)
@@ -41,6 +45,10 @@ class ModelInfo:
     cosface_version: str
     threshold: float | None = None      # from the evaluation: see from_checkpoint
     evaluation: dict | None = None      # the checkpoint's evaluation: protocol, mean, std, thresholds, dataset
+    # How the training crops were aligned, so photos are aligned the same way: the project's data (CASIA /
+    # LFW 112x112 releases, `cosface align`, synthetic faces) follow the ArcFace five-point template.
+    alignment_template: str = DEFAULT_ALIGNMENT_TEMPLATE
+    alignment_method: str = DEFAULT_ALIGNMENT_METHOD
 
     @classmethod
     def from_checkpoint(cls, ckpt: dict) -> "ModelInfo":
@@ -54,10 +62,13 @@ class ModelInfo:
             threshold = float(np.mean(ev["thresholds"]))
         else:
             threshold = None
+        align = ckpt.get("alignment") or {}
         return cls(preprocessing=Preprocessing.from_dict(ckpt["preprocessing"]),
                    embedding_size=int(model["embedding_size"]), backbone=str(model["backbone"]),
                    num_classes=int(ckpt["num_classes"]), cosface_version=__version__,
-                   threshold=threshold, evaluation=dict(ev) if ev else None)
+                   threshold=threshold, evaluation=dict(ev) if ev else None,
+                   alignment_template=str(align.get("template", DEFAULT_ALIGNMENT_TEMPLATE)),
+                   alignment_method=str(align.get("method", DEFAULT_ALIGNMENT_METHOD)))
 
     def to_metadata(self) -> dict[str, str]:
         """Flat string pairs, as ONNX metadata_props hold them (and a C++ runtime can read them)."""
@@ -68,6 +79,7 @@ class ModelInfo:
             "num_classes": str(self.num_classes), "input_size": str(p.size),
             "channel_order": p.channel_order, "mean": repr(float(p.mean)), "std": repr(float(p.std)),
             "layout": p.layout,
+            "alignment_template": self.alignment_template, "alignment_method": self.alignment_method,
         }
         if self.threshold is not None:
             meta["threshold"] = repr(self.threshold)
@@ -109,7 +121,9 @@ class ModelInfo:
                 raise CosfaceError(f"{source}: metadata evaluation is not JSON") from None
         return cls(preprocessing=prep, embedding_size=num("embedding_size", int), backbone=meta["backbone"],
                    num_classes=num("num_classes", int), cosface_version=meta["cosface_version"],
-                   threshold=num("threshold", float) if "threshold" in meta else None, evaluation=evaluation)
+                   threshold=num("threshold", float) if "threshold" in meta else None, evaluation=evaluation,
+                   alignment_template=meta.get("alignment_template", DEFAULT_ALIGNMENT_TEMPLATE),
+                   alignment_method=meta.get("alignment_method", DEFAULT_ALIGNMENT_METHOD))
 
 
 def model_kind(path: str | os.PathLike) -> str:

