@@ -119,6 +119,39 @@ def test_verify_embed_detect_identify_and_subjects(app_for, tiny, embedder):
     assert c.get("/healthz").json()["gallery"] == {"subjects": 1, "faces": 1}
 
 
+def encoded(image: np.ndarray, fmt: str = "JPEG") -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_photos_are_detected_and_aligned(app_for, embedder):
+    data = pytest.importorskip("skimage.data")
+    c = app_for()
+    astronaut = encoded(data.astronaut())
+    r = c.post("/v1/detect", files={"image": astronaut})
+    assert r.status_code == 200, r.text
+    faces = r.json()["faces"]
+    assert len(faces) == 1 and faces[0]["score"] > 0.9 and len(faces[0]["landmarks"]) == 5
+    # eyes, nose, mouth corners where they are in skimage's astronaut (hand-read), inside the box
+    points = np.array(faces[0]["landmarks"])
+    assert np.abs(points - [[205, 101], [247, 103], [224, 129], [203, 138], [244, 140]]).max() < 8
+    x0, y0, x1, y1 = faces[0]["box"]
+    assert (x0 < points[:, 0]).all() and (points[:, 0] < x1).all() and (y0 < points[:, 1]).all() and (points[:, 1] < y1).all()
+    crop = np.asarray(__import__("PIL.Image").Image.open(io.BytesIO(base64.b64decode(faces[0]["crop"].split(",")[1]))))
+    assert crop.shape == (112, 112, 3)
+    # the service's crop is the Embedder's: same embedding as embedding the photo directly
+    got = np.array(c.post("/v1/embed", files={"image": astronaut}).json()["faces"][0]["embedding"], np.float32)
+    np.testing.assert_allclose(got, embedder.embed(data.astronaut())[0], atol=2e-3)
+    assert c.post("/v1/subjects", data={"name": "Eileen"}, files={"image": astronaut}).status_code == 201
+    mirrored = encoded(np.ascontiguousarray(data.astronaut()[:, ::-1]), "PNG")
+    r = c.post("/v1/identify", files={"image": mirrored}).json()
+    assert r["matches"][0]["name"] == "Eileen" and r["matches"][0]["score"] > 0.9
+    assert "no face found" in error(c.post("/v1/identify", files={"image": encoded(data.coffee())}), 422, "no_face")
+
+
 def test_bad_requests_get_the_right_4xx_and_one_message(app_for, tiny, embedder):
     c = app_for(max_upload_bytes=2 * 1024 * 1024)
     photo = next(iter(tiny["faces"].values()))[0].read_bytes()

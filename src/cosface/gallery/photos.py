@@ -1,8 +1,8 @@
 """Photos to aligned face crops, and photos to embeddings: the one path the gallery CLI and the service share.
 
-`face_crops` is the seam to face detection and alignment. Until cosface.faces can detect faces
-(issue 10), a photo must already be an aligned crop of the model's input size (what `cosface synth`
-writes, and LFW's aligned sets); any other size is refused as "no aligned face", with that said.
+`face_crops` is the seam to face detection and alignment (cosface.faces): a photo of the model's
+input size is taken as an aligned crop (what `cosface synth` writes, and LFW's aligned sets); any
+other is searched for faces with the Embedder's detector and aligned to the model's template.
 """
 from __future__ import annotations
 
@@ -71,13 +71,29 @@ def read_photo(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.n
     return decode_photo(data, name=str(path), max_pixels=max_pixels)
 
 
-def face_crops(image: np.ndarray, size: int, *, name: str = "image", keep: str = "largest") -> list[Crop]:
-    """(H, W, 3) uint8 photo -> aligned crops of its faces (one with keep="largest"); NoFaceError when none."""
+def face_crops(image: np.ndarray, embedder, *, name: str = "image", keep: str = "largest") -> list[Crop]:
+    """(H, W, 3) uint8 photo -> aligned crops of its faces for `embedder`'s model (keep: largest | center | all).
+
+    As the Embedder does: an image of exactly the model's input size is taken as an aligned crop; any
+    other is searched with the embedder's detector and each chosen face aligned to the model's template.
+    NoFaceError when the detector finds none.
+    """
+    from cosface.faces import align_face, choose_faces, detect_faces, template_points
+
+    size = embedder.preprocessing.size
     h, w = image.shape[:2]
     if (h, w) == (size, size):
         return [Crop(np.ascontiguousarray(image), (0.0, 0.0, float(w), float(h)))]
-    raise NoFaceError(f"{name}: a {w}x{h} photo; this cosface has no face detector yet (issue 10), so photos "
-                      f"must be aligned {size}x{size} face crops")
+    template = embedder.info.alignment_template
+    if template_points(template, size)[1:] != (size, size):
+        raise CosfaceError(f"the model was trained on {template}-template crops, which photos cannot be aligned to "
+                           f"for its {size}x{size} input; give aligned {size}x{size} crops")
+    faces = detect_faces(image, embedder.detector, embedder.max_side)
+    if not faces:
+        raise NoFaceError(f"{name}: no face found in the {w}x{h} photo (detector {embedder.detector})")
+    return [Crop(align_face(image, f.landmarks, size, template), tuple(float(v) for v in f.box), float(f.score),
+                 [[float(x), float(y)] for x, y in f.landmarks])
+            for f in choose_faces(faces, keep, w, h)]
 
 
 def thumbnail_jpeg(crop: np.ndarray, quality: int = 85) -> bytes:
@@ -106,11 +122,10 @@ class PhotoFaces:
 def photo_faces(embedder, photos, *, max_pixels: int = MAX_PIXELS) -> PhotoFaces:
     """File paths -> the largest face of each, embedded. Photos without a usable face are reported, not fatal;
     unreadable files and non-images are reported the same way."""
-    size = embedder.preprocessing.size
     sources, crops, failures = [], [], []
     for p in photos:
         try:
-            crop = face_crops(read_photo(p, max_pixels=max_pixels), size, name=str(p))[0]
+            crop = face_crops(read_photo(p, max_pixels=max_pixels), embedder, name=str(p))[0]
         except CosfaceError as e:
             failures.append((str(p), str(e)))
             continue

@@ -67,7 +67,7 @@ class Service:
         m = self.identity
         return {"backbone": m.backbone, "dim": m.dim, "sha256": m.model_sha256, "file": self.embedder.path.name}
 
-    async def crops(self, data: bytes, name: str) -> list:
+    async def crops(self, data: bytes, name: str, keep: str = "largest") -> list:
         from starlette.concurrency import run_in_threadpool
 
         def work():
@@ -78,7 +78,7 @@ class Service:
             except NotAnImageError as e:
                 raise ApiError(415, "not_an_image", str(e)) from None
             try:
-                return face_crops(image, self.size, name=name)
+                return face_crops(image, self.embedder, name=name, keep=keep)
             except NoFaceError as e:
                 raise ApiError(422, "no_face", str(e)) from None
 
@@ -322,10 +322,10 @@ def create_app(service: Service):
 
     # -- faces -----------------------------------------------------------------------------------------------
     @app.post("/v1/detect", tags=["faces"], openapi_extra=_body({"image": "image"}, ("image",)),
-              summary="The faces in a photo: boxes, landmarks and aligned crops")
+              summary="Every face in a photo: boxes, detector scores, five landmarks and aligned crops")
     async def detect(request: Request):
         inputs = await read_inputs(request, ("image",), settings.max_images)
-        crops = await service.crops(inputs.image("image"), "image")
+        crops = await service.crops(inputs.image("image"), "image", keep="all")
         return {"faces": [_crop_doc(c) for c in crops]}
 
     @app.post("/v1/embed", tags=["faces"], openapi_extra=_body({"image": "images"}, ("image",)),
