@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from cosface.errors import CosfaceError
+from cosface.gallery import search
 from cosface.gallery.search import ExactIndex, FaissIndex, faiss_available
 from cosface.gallery.store import GalleryStore, ModelIdentity
 
@@ -130,7 +131,7 @@ class Gallery:
         rev, owners, _, names = self.store.snapshot(with_embeddings=False)
         units_owner = owners if self.scoring == "max" else np.unique(owners)
         stamp = {"revision": rev, "count": int(len(units_owner)), "scoring": self.scoring,
-                 "model_sha256": self.model.model_sha256, "ivf_from": _ivf_min()}
+                 "model_sha256": self.model.model_sha256, "ivf_from": search.IVF_MIN}
         index = FaissIndex.load(saved, stamp)
         if index is None:
             rev2, owners, emb, names = self.store.snapshot()
@@ -184,8 +185,3 @@ def _max_run(owners: np.ndarray) -> int:
         return 1
     return int(np.unique(owners, return_counts=True)[1].max())
 
-
-def _ivf_min() -> int:
-    from cosface.gallery import search
-
-    return search.IVF_MIN
