@@ -2,7 +2,7 @@
 
 Both return, for each query, the `n` best rows in descending score. FAISS uses an exact flat index
 (`IndexFlatIP`, the same answers as numpy, faster kernels) up to IVF_MIN vectors and an inverted-file
-index (`IndexIVFFlat`, approximate: it scans the `nprobe` nearest of sqrt(N) clusters) above.
+index (`IndexIVFFlat`, approximate: it scans the IVF_NPROBE nearest of sqrt(N) clusters) above.
 """
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from cosface.errors import CosfaceError
 from cosface.optional import require
 
 IVF_MIN = 200_000         # vectors; below this FAISS is exact
-IVF_NPROBE = 32
+IVF_NPROBE = 64
 
 
 def top_rows(scores: np.ndarray, n: int) -> tuple[np.ndarray, np.ndarray]:
