@@ -121,8 +121,8 @@ class Gallery:
             return self._state
 
     def _build(self, rev: int) -> tuple:
-        _, faces = self.store.counts()
-        units = faces if self.scoring == "max" else len(self.store.subjects())
+        subjects, faces = self.store.counts()
+        units = faces if self.scoring == "max" else subjects
         if not self._use_faiss(units):
             rev, owners, emb, names = self.store.snapshot()
             owners, vectors = self._units(owners, emb)
