@@ -107,6 +107,9 @@ def test_verify_embed_detect_identify_and_subjects(app_for, tiny, embedder):
     i = r.json()
     assert i["identity"] == bob and i["known"] and i["matches"][0]["score"] == pytest.approx(1.0, abs=1e-4)
     assert [m["name"] for m in i["matches"]] == [bob, ada] and i["matches"][0]["thumbnail"] == f"/v1/subjects/{bob}/thumbnail"
+    stranger = faces[list(faces)[2]][0].read_bytes()
+    strict = c.post("/v1/identify", files={"image": stranger}, data={"threshold": "0.9999"}).json()
+    assert strict["identity"] is None and not strict["known"] and strict["threshold_source"] == "given"
     assert c.get(i["matches"][0]["thumbnail"]).status_code == 200
     # ... and by an embedding the client computed with this model
     emb = embedder.embed(str(faces[bob][1]))[0].tolist()
@@ -182,6 +185,7 @@ def test_bad_requests_get_the_right_4xx_and_one_message(app_for, tiny, embedder)
     sha = ModelIdentity.of(embedder).model_sha256
     error(c.post("/v1/identify", json={"embedding": [0.1] * 8, "model_sha256": sha}), 409, "model_mismatch")
     error(c.post("/v1/identify", data={"top_k": "many"}, files={"image": photo}), 400, "bad_request")
+    error(c.post("/v1/verify", data={"threshold": "2"}, files={"image1": photo, "image2": photo}), 400, "bad_request")
     error(c.get("/v1/nothing"), 404, "not_found")
     error(c.delete("/v1/subjects/nobody"), 404, "no_subject")
 

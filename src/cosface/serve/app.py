@@ -340,24 +340,22 @@ def create_app(service: Service):
         return {"model": service.model_doc(),
                 "faces": [{**_crop_doc(c, with_image=False), "embedding": e.tolist()} for c, e in zip(crops, emb)]}
 
-    @app.post("/v1/verify", tags=["faces"], openapi_extra=_body({"image1": "image", "image2": "image"},
-                                                                ("image1", "image2")),
+    @app.post("/v1/verify", tags=["faces"], openapi_extra=_body({"image1": "image", "image2": "image",
+                                                                 "threshold": "number"}, ("image1", "image2")),
               summary="Are the faces in two images the same person?")
     async def verify(request: Request):
         inputs = await read_inputs(request, ("image1", "image2"), settings.max_images)
         a, b = inputs.image("image1"), inputs.image("image2")
         ca, cb = (await service.crops(a, "image1"))[0], (await service.crops(b, "image2"))[0]
         ea, eb = await service.embed([ca.image, cb.image])
-        threshold = inputs.fields.get("threshold")
-        t, source = (float(threshold), "given") if threshold not in (None, "") else (service.threshold,
-                                                                                   service.threshold_source)
+        t, source = _threshold(inputs, service)
         sim = float(np.dot(ea, eb))
         return {"similarity": sim, "threshold": t, "threshold_source": source, "same": sim > t,
                 "faces": [_crop_doc(ca), _crop_doc(cb)]}
 
     @app.post("/v1/identify", tags=["gallery"],
-              openapi_extra=_body({"image": "image", "top_k": "integer", "embedding": "array",
-                                   "model_sha256": "string"}, ()),
+              openapi_extra=_body({"image": "image", "top_k": "integer", "threshold": "number",
+                                   "embedding": "array", "model_sha256": "string"}, ()),
               summary="Who is this? The best-matching subjects of the gallery")
     async def identify(request: Request):
         gallery = service.need_gallery()
@@ -369,9 +367,10 @@ def create_app(service: Service):
         else:
             face = (await service.crops(inputs.image("image"), "image"))[0]
             query = await service.embed([face.image])
-        result = (await run_in_threadpool(gallery.identify, query, top_k=top_k, threshold=service.threshold))[0]
+        threshold, source = _threshold(inputs, service)
+        result = (await run_in_threadpool(gallery.identify, query, top_k=top_k, threshold=threshold))[0]
         doc = {"identity": result.name, "known": result.known, "threshold": result.threshold,
-               "threshold_source": service.threshold_source, "scoring": gallery.scoring,
+               "threshold_source": source, "scoring": gallery.scoring,
                "matches": [{"name": m.name, "score": m.score, "thumbnail": f"/v1/subjects/{_q(m.name)}/thumbnail"}
                            for m in result.matches]}
         if face is not None:
@@ -496,6 +495,20 @@ def create_app(service: Service):
         return Response(await run_in_threadpool(read), media_type="image/jpeg")
 
     return app
+
+
+def _threshold(inputs: Inputs, service: Service) -> tuple[float, str]:
+    """The request's `threshold` when it gives one, else the model's verify threshold."""
+    raw = inputs.fields.get("threshold")
+    if raw is None or raw == "":
+        return service.threshold, service.threshold_source
+    try:
+        value = float(raw)
+    except (TypeError, ValueError):
+        raise ApiError(400, "bad_request", f"'threshold' must be a number, got {raw!r}") from None
+    if not -1.0 <= value <= 1.0:
+        raise ApiError(400, "bad_request", f"'threshold' is a cosine, in -1..1; got {value}")
+    return value, "given"
 
 
 def _q(name: str) -> str:
