@@ -113,6 +113,8 @@ def test_align_several_processes_keep_all_faces(tmp_path, capsys):
     assert rc == 0
     assert sorted(p.name for p in (out / "bob").iterdir()) == ["tilted.jpg", "two_0.jpg", "two_1.jpg"]
     assert "this run: 5 images" in text and "2 workers" in text
+    assert len((out / ".align_journal.jsonl").read_text().splitlines()) == 5      # every photo journaled
+    assert json.loads((out / "align_report.json").read_text())["crops_without_record"] == 0
 
 
 def test_a_killed_align_leaves_only_whole_files_and_resumes(tmp_path):

@@ -181,3 +181,22 @@ def test_the_extraction_script_reads_only_a_plain_bytes_literal():
         script.bytes_literal(b"WEIGHTS = __import__('os').system('true')\n")
     with pytest.raises(SystemExit, match="no `WEIGHTS"):
         script.bytes_literal(b"OTHER = b''\n")
+
+
+def test_read_photo_turns_a_photo_upright_by_its_exif_orientation(tmp_path, astronaut):
+    from PIL import Image
+
+    from cosface.faces import read_photo
+
+    sideways = Image.fromarray(astronaut[:, :400]).transpose(Image.Transpose.ROTATE_90)   # stored turned left
+    exif = Image.Exif()
+    exif[0x0112] = 6                     # "rotate 90 clockwise to display"
+    sideways.save(tmp_path / "phone.jpg", exif=exif, quality=95)
+    upright = read_photo(tmp_path / "phone.jpg")
+    assert upright.shape == (512, 400, 3)
+    assert np.abs(upright.astype(int) - astronaut[:, :400]).mean() < 4
+    [face] = detect_faces(upright)
+    assert np.abs(face.landmarks - ASTRONAUT_POINTS).max() < 4
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    with pytest.raises(CosfaceError, match="empty.jpg: empty file"):
+        read_photo(tmp_path / "empty.jpg")

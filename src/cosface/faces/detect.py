@@ -104,10 +104,11 @@ def read_photo(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray
                 if img is not None:
                     return img
             im.load()
-            im = ImageOps.exif_transpose(im) if orientation != 1 else im
-            if im.mode != "RGB":
-                im = im.convert("RGBA").convert("RGB") if im.mode in ("P", "LA", "PA") else im.convert("RGB")
-            return np.asarray(im, dtype=np.uint8)
+            upright = ImageOps.exif_transpose(im) if orientation != 1 else im
+            if upright.mode != "RGB":
+                rgba = upright.mode in ("P", "LA", "PA")
+                upright = upright.convert("RGBA").convert("RGB") if rgba else upright.convert("RGB")
+            return np.asarray(upright, dtype=np.uint8)
     except CosfaceError:
         raise
     except UnidentifiedImageError:
@@ -149,7 +150,7 @@ def fit_long_side(image: np.ndarray, max_side: int) -> tuple[np.ndarray, float, 
     nw, nh = max(1, round(w * s)), max(1, round(h * s))
     from PIL import Image
 
-    small = np.asarray(Image.fromarray(image).resize((nw, nh), Image.BILINEAR), dtype=np.uint8)
+    small = np.asarray(Image.fromarray(image).resize((nw, nh), Image.Resampling.BILINEAR), dtype=np.uint8)
     return small, nw / w, nh / h
 
 
@@ -163,7 +164,7 @@ def detect_faces(image, detector: str = "retinaface", max_side: int = 640, *, mi
     """
     if max_side < 32:
         raise CosfaceError(f"max_side must be at least 32 pixels, got {max_side}")
-    options = {"threads": threads}
+    options: dict[str, float | int | None] = {"threads": threads}
     if score_threshold is not None:
         options["score_threshold"] = float(score_threshold)
     det = get_detector(detector, **options)
@@ -176,7 +177,8 @@ def detect_faces(image, detector: str = "retinaface", max_side: int = 640, *, mi
         boxes = (boxes.reshape(-1, 2, 2) + 0.5) / f - 0.5
         boxes = boxes.reshape(-1, 4)
         points = (points + 0.5) / f - 0.5
-    faces = [Face(tuple(float(v) for v in b), float(s), p) for b, s, p in zip(boxes, scores, points)]
+    faces = [Face((float(b[0]), float(b[1]), float(b[2]), float(b[3])), float(s), p)
+             for b, s, p in zip(boxes, scores, points)]
     if min_face > 0:
         faces = [f for f in faces if min(f.width, f.height) >= min_face]
     return faces
@@ -204,7 +206,7 @@ def choose_faces(faces: list[Face], keep: str, width: int, height: int) -> list[
     if keep == "all" or not faces:
         return list(faces)
     one = largest_face(faces) if keep == "largest" else central_face(faces, width, height)
-    return [one]
+    return [one] if one is not None else []
 
 
 def aligned_faces(image, keep: str = "largest", size: int = 112, *, template: str = "arcface",

@@ -52,7 +52,7 @@ def _resize(img: np.ndarray, w: int, h: int) -> np.ndarray:
 
     im = Image.fromarray(img)
     # area averaging when shrinking, as the cascade's reference resizing does; bilinear when enlarging
-    method = Image.BOX if w <= img.shape[1] and h <= img.shape[0] else Image.BILINEAR
+    method = Image.Resampling.BOX if w <= img.shape[1] and h <= img.shape[0] else Image.Resampling.BILINEAR
     return np.asarray(im.resize((w, h), method), dtype=np.uint8)
 
 
@@ -137,7 +137,7 @@ class MTCNN:
     def _propose(self, image: np.ndarray) -> np.ndarray:
         h, w = image.shape[:2]
         m = 12.0 / self.min_size
-        scales = []
+        scales: list[float] = []
         side = min(h, w) * m
         while side >= 12:
             scales.append(m * self.factor ** len(scales))

@@ -12,12 +12,16 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from cosface.errors import CosfaceError
 from cosface.inference.models import open_model, require_kind
 from cosface.preprocess import Preprocessing, decode_image, normalize_numpy, resize
+
+if TYPE_CHECKING:
+    from cosface.faces import Face
 
 # Used by verify when the model carries no evaluation. Margin-trained face embeddings put different
 # people near cosine 0 and the same person well above 0.5; 0.3 sits between (insightface's LFW
@@ -89,7 +93,7 @@ class Prepared:
 
     image: np.ndarray
     how: str                     # e.g. "112x112, taken as already aligned" or "face 0.999 ... aligned to ..."
-    face: object | None = None   # the cosface.faces.Face that was aligned, when one was
+    face: Face | None = None     # the face that was aligned, when one was
     resized_from: str | None = None   # "WxH" when the image was resized without detection (detect=False)
 
 
