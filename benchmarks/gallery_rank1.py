@@ -4,8 +4,8 @@ The folder is an LFW-style set of aligned crops, one subfolder per person (what 
 `cosface demo` write to .../lfw/lfw_align_112, people the model never saw in training). Each
 person's first --enroll photos go into a fresh gallery through cosface.gallery (the path of
 `cosface gallery enroll`); every other photo is identified against all of them. Prints rank-1 and
-rank-5 accuracy, chance (1 / subjects), and how many correct answers the verify threshold keeps as
-"known"; with --distractors, also rank-1 with that many random unit embeddings added as subjects.
+rank-5 accuracy, chance (1 / subjects), and how many answers the verify threshold keeps as "known"
+(the right person / someone else); with --distractors, also rank-1 with that many random unit embeddings added as subjects.
 
     python benchmarks/gallery_rank1.py --model demo_out/model.onnx --folder demo_out/synthetic/lfw/lfw_align_112
 """
@@ -60,12 +60,14 @@ def main() -> None:
     rank1 = np.mean([r.matches[0].name == truth[s] for s, r in zip(faces.sources, results)])
     rank5 = np.mean([truth[s] in [m.name for m in r.matches] for s, r in zip(faces.sources, results)])
     kept = np.mean([r.known and r.name == truth[s] for s, r in zip(faces.sources, results)])
+    wrong = np.mean([r.known and r.name != truth[s] for s, r in zip(faces.sources, results)])
     n = len(people) + args.distractors
     print(f"{args.model}: {len(people)} held-out people, {args.enroll} enrolled photo(s) each "
           f"({enrolled:.1f} s), {len(faces.sources)} query photos, scoring {args.scoring}"
           + (f", {args.distractors:,} random distractor subjects" if args.distractors else ""))
     print(f"  rank-1 {100 * rank1:.1f} %   rank-5 {100 * rank5:.1f} %   chance {100 / n:.2f} %")
-    print(f"  correct and above the threshold {threshold:.4f} ({source.split(':')[0]}): {100 * kept:.1f} %")
+    print(f"  above the threshold {threshold:.4f} ({source.split(':')[0]}): {100 * kept:.1f} % correct, "
+          f"{100 * wrong:.1f} % someone else")
     if faces.failures:
         print(f"  {len(faces.failures)} photo(s) without a usable face")
 
