@@ -52,7 +52,8 @@ class Identification:
 
     @property
     def name(self) -> str | None:
-        return self.best.name if self.known else None
+        best = self.best
+        return best.name if best is not None and self.known else None
 
 
 class Gallery:

@@ -50,11 +50,11 @@ def decode_photo(data: bytes, *, name: str = "image", max_pixels: int = MAX_PIXE
             w, h = im.size
             if w * h > max_pixels:
                 raise TooManyPixelsError(f"{name}: {w}x{h} pixels is more than the limit of {max_pixels:,} pixels")
-            im = ImageOps.exif_transpose(im)
-            im.load()
-            if im.mode != "RGB":
-                im = im.convert("RGBA").convert("RGB") if im.mode in ("P", "LA", "PA", "RGBA") else im.convert("RGB")
-            return np.asarray(im, dtype=np.uint8)
+            img: Image.Image = ImageOps.exif_transpose(im)
+            img.load()
+            if img.mode != "RGB":
+                img = img.convert("RGBA").convert("RGB") if img.mode in ("P", "LA", "PA", "RGBA") else img.convert("RGB")
+            return np.asarray(img, dtype=np.uint8)
     except UnidentifiedImageError:
         raise NotAnImageError(f"{name}: not an image in a known format") from None
     except Image.DecompressionBombError as e:   # Pillow's own, stricter check in Image.open
@@ -91,9 +91,12 @@ def face_crops(image: np.ndarray, embedder, *, name: str = "image", keep: str = 
     faces = detect_faces(image, embedder.detector, embedder.max_side)
     if not faces:
         raise NoFaceError(f"{name}: no face found in the {w}x{h} photo (detector {embedder.detector})")
-    return [Crop(align_face(image, f.landmarks, size, template), tuple(float(v) for v in f.box), float(f.score),
-                 [[float(x), float(y)] for x, y in f.landmarks])
-            for f in choose_faces(faces, keep, w, h)]
+    crops = []
+    for f in choose_faces(faces, keep, w, h):
+        x0, y0, x1, y1 = (float(v) for v in f.box)
+        crops.append(Crop(align_face(image, f.landmarks, size, template), (x0, y0, x1, y1), float(f.score),
+                          [[float(x), float(y)] for x, y in f.landmarks]))
+    return crops
 
 
 def thumbnail_jpeg(crop: np.ndarray, quality: int = 85) -> bytes:

@@ -121,6 +121,7 @@ class GalleryStore:
         if exists:
             self._check_schema()
         else:
+            assert model is not None   # checked above: a new file needs the model
             with self._write() as db:
                 for stmt in filter(str.strip, _SCHEMA.split(";")):
                     db.execute(stmt)

@@ -210,7 +210,7 @@ def _subject_doc(s) -> dict:
 def _body(fields: dict[str, str], required: tuple[str, ...]) -> dict:
     """OpenAPI request body: the same fields as multipart (files) or JSON (base64 strings)."""
     def schema(multipart: bool) -> dict:
-        props = {}
+        props: dict[str, dict] = {}
         for name, kind in fields.items():
             if kind == "image":
                 props[name] = ({"type": "string", "format": "binary"} if multipart
