@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 # `torch>=2.3` requirement does not pull a multi-GB CUDA build.
 LOCAL_TORCH ?= torch==2.13.0
 
-.PHONY: test demo venv clean bench
+.PHONY: test typecheck demo venv clean bench
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -19,8 +19,12 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed
 
-test: venv
+test: typecheck
 	$(PY) -m pytest -q tests
+
+# mypy over src/ with the settings in pyproject.toml's [tool.mypy]
+typecheck: venv
+	$(PY) -m mypy
 
 demo: venv
 	$(VENV)/bin/cosface demo --out demo_out
@@ -29,4 +33,4 @@ bench: venv
 	$(PY) benchmarks/train_throughput.py --device cpu
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info demo_out
+	rm -rf $(VENV) build *.egg-info src/*.egg-info demo_out .mypy_cache

@@ -2,7 +2,7 @@
 # Every GPU check and benchmark in one run (a lent GPU machine has minutes, not hours):
 #   1. eager train-step throughput, batch 128/512, fp32/bf16;  2. loader throughput on packed data;
 #   3. a real `cosface train` epoch on packed data (loader + step together);  4. the CUDA tests;
-#   5. torch.compile throughput.  Each stage has its own time limit, so a slow stage costs only itself.
+#   5. torch.compile throughput;  6. iresnet50/100 + ArcFace step, eager and compiled.  Each stage has its own time limit, so a slow stage costs only itself.
 # Usage: bash benchmarks/gpu_check.sh OUTDIR   (needs simplejpeg: carried as a wheel in .whl/ when missing)
 set -u
 OUTDIR=${1:-gpu_out}; mkdir -p "$OUTDIR"
@@ -47,4 +47,11 @@ timeout 120 python3 -m pytest -q -p no:cacheprovider tests/gpu 2>&1 | tail -15 |
 log "5. compiled train step"
 timeout 120 python3 benchmarks/train_throughput.py --device cuda --batch 512 --dtype bf16 --compile on \
   --iters 20 --warmup 3 2>&1 | tail -3 | tee -a "$OUTDIR/summary.txt"
+# ---- IResNet stage (issue 11): its own time limits, after the MobileFaceNet stages above -------------
+log "6. iresnet50/100 + ArcFace (93,431 classes, MS1MV3) train step, batch 128, bf16, channels_last, eager"
+timeout 150 python3 benchmarks/train_throughput.py --device cuda --backbone iresnet50 iresnet100 --head arcface \
+  --classes 93431 --batch 128 --dtype bf16 --iters 20 --warmup 5 2>&1 | tail -3 | tee -a "$OUTDIR/summary.txt"
+log "6b. the same, torch.compile on"
+timeout 300 python3 benchmarks/train_throughput.py --device cuda --backbone iresnet50 iresnet100 --head arcface \
+  --classes 93431 --batch 128 --dtype bf16 --compile on --iters 20 --warmup 3 2>&1 | tail -3 | tee -a "$OUTDIR/summary.txt"
 log done

@@ -1,4 +1,4 @@
-"""Images/s of one training step (forward + backward + SGD step) for a backbone + CosFace head.
+"""Images/s of one training step (forward + backward + SGD step) for a backbone + margin head.
 
 The step is the trainer's: uint8 NHWC batch on the device -> flip + normalise as tensor ops ->
 backbone (channels_last) -> CosFace head (fp32) -> backward -> SGD. Synthetic data, so this measures
@@ -7,6 +7,8 @@ input pipeline's images/s on the same machine.
 
     python benchmarks/train_throughput.py --device cpu --batch 32
     python benchmarks/train_throughput.py --device cuda --batch 128 512 --dtype fp32 bf16 --compile both
+    python benchmarks/train_throughput.py --device cuda --backbone iresnet50 iresnet100 --head arcface \
+        --classes 93431 --batch 128 --dtype bf16 --compile both
 """
 from __future__ import annotations
 
@@ -18,17 +20,19 @@ import time
 import torch
 
 from cosface.backbones import build_backbone
-from cosface.heads import CosFaceHead
+from cosface.config import HeadConfig
+from cosface.heads import build_head
 from cosface.preprocess import normalize
 
 
 def make_step(backbone_name: str, batch: int, classes: int, device: torch.device, dtype: str,
-              channels_last: bool, compile_model: bool):
+              channels_last: bool, compile_model: bool, head_type: str = "cosface"):
     torch.manual_seed(0)
     model = build_backbone(backbone_name).to(device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    head = CosFaceHead(classes, model.embedding_size).to(device)
+    head = build_head(HeadConfig(type=head_type, s=64.0, m=0.5 if head_type == "arcface" else 0.4),
+                      classes, model.embedding_size).to(device)
     opt = torch.optim.SGD(list(model.parameters()) + list(head.parameters()), lr=0.1, momentum=0.9,
                           nesterov=True, weight_decay=5e-4)
     fwd = torch.compile(model) if compile_model else model
@@ -86,7 +90,8 @@ def loader_rate(data: str, batch: int, workers: int, device: torch.device, batch
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--backbone", default="mobilefacenet")
+    ap.add_argument("--backbone", nargs="+", default=["mobilefacenet"], help="one or more registered backbones")
+    ap.add_argument("--head", default="cosface", help="head type (cosface, arcface, combined, softmax)")
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--batch", type=int, nargs="+", default=[32])
     ap.add_argument("--dtype", nargs="+", default=["fp32"], choices=["fp32", "bf16"])
@@ -103,14 +108,14 @@ def main() -> None:
         torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"# {args.backbone} + CosFace({args.classes} classes) train step on {name}, torch {torch.__version__}")
-    print(f"{'batch':>6} {'dtype':>5} {'layout':>13} {'compile':>7} {'ms/step':>9} {'img/s':>9}")
+    print(f"# {', '.join(args.backbone)} + {args.head}({args.classes} classes) train step on {name}, torch {torch.__version__}")
+    print(f"{'backbone':>13} {'batch':>6} {'dtype':>5} {'layout':>13} {'compile':>7} {'ms/step':>9} {'img/s':>9}")
     compiles = {"off": [False], "on": [True], "both": [False, True]}[args.compile]
-    for batch, dtype, layout, comp in itertools.product(args.batch, args.dtype, args.layout, compiles):
-        step = make_step(args.backbone, batch, args.classes, device, dtype, layout == "channels_last", comp)
+    for bb, batch, dtype, layout, comp in itertools.product(args.backbone, args.batch, args.dtype, args.layout, compiles):
+        step = make_step(bb, batch, args.classes, device, dtype, layout == "channels_last", comp, args.head)
         warm = args.warmup + (3 if comp else 0)
         sec = measure(step, device, warm, args.iters)
-        print(f"{batch:>6} {dtype:>5} {layout:>13} {str(comp):>7} {1000 * sec:>9.1f} {batch / sec:>9.0f}", flush=True)
+        print(f"{bb:>13} {batch:>6} {dtype:>5} {layout:>13} {str(comp):>7} {1000 * sec:>9.1f} {batch / sec:>9.0f}", flush=True)
         del step
         if device.type == "cuda":
             torch.cuda.empty_cache()

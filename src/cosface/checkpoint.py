@@ -13,6 +13,7 @@ import random
 import re
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -52,6 +53,7 @@ def atomic_save(obj, path: str | Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        os.chmod(tmp, 0o666 & ~user_umask())   # mkstemp makes it 0600; a checkpoint gets the usual permissions
         with os.fdopen(fd, "wb") as f:
             torch.save(obj, f)
             f.flush()
@@ -60,6 +62,19 @@ def atomic_save(obj, path: str | Path) -> None:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def user_umask() -> int:
+    """The process's umask, read without changing it where the OS allows (Linux /proc), else by setting it back."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def versions() -> dict:
@@ -80,7 +95,7 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all(state["cuda"])
 
 
-def training_state(backbone: torch.nn.Module, head: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+def training_state(backbone: torch.nn.Module, head: Any, optimizer: torch.optim.Optimizer) -> dict:
     """Weights and optimizer state with the head gathered whole (a collective on a sharded head:
     every rank must call this)."""
     head_params = {id(p) for p in head.parameters()}
@@ -122,7 +137,7 @@ def restore_training_state(ckpt: dict, backbone, head, optimizer=None) -> None:
         }
 
 
-def load_checkpoint(path: str | Path) -> dict:
+def load_checkpoint(path: str | os.PathLike) -> dict:
     """Read a checkpoint safely; every way it can be wrong is a one-line CosfaceError."""
     p = Path(path)
     if not p.exists():
@@ -146,11 +161,11 @@ def load_checkpoint(path: str | Path) -> dict:
     return ckpt
 
 
-def checkpoint_config(ckpt: dict, path: str | Path = "checkpoint") -> Config:
+def checkpoint_config(ckpt: dict, path: str | os.PathLike = "checkpoint") -> Config:
     return config_from_dict(ckpt["config"], source=f"{path} config")
 
 
-def load_backbone(path: str | Path, device: str | torch.device = "cpu"):
+def load_backbone(path: str | os.PathLike, device: str | torch.device = "cpu"):
     """-> (backbone in eval mode on `device`, Preprocessing, checkpoint dict)."""
     from cosface.backbones import build_backbone
 

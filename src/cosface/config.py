@@ -24,13 +24,18 @@ class ModelConfig:
     backbone: str = "mobilefacenet"
     embedding_size: int = 128
     input_size: int = 112
+    dropout: float = 0.0     # before the embedding FC (iresnet); mobilefacenet has none
 
 
 @dataclass(frozen=True)
 class HeadConfig:
-    type: str = "cosface"
+    type: str = "cosface"    # cosface | arcface | combined | softmax (normalised softmax, no margin)
     s: float = 32.0
-    m: float = 0.40
+    m: float = 0.40          # the margin of cosface (cos θ − m) and arcface (cos(θ + m))
+    # type = "combined": insightface's (m1, m2, m3), target cos(m1·θ + m2) − m3
+    m1: float = 1.0
+    m2: float = 0.0
+    m3: float = 0.0
     # Fraction of negative class centres used per step when the head is class-sharded (Partial FC);
     # 1.0 uses every centre. Positives of the batch are always kept.
     sample_rate: float = 1.0
@@ -54,15 +59,19 @@ class OptimConfig:
     # Multiply lr by global_batch / reference_batch (linear scaling); off in the reference.
     scale_lr: bool = False
     reference_batch: int = 128
+    # No weight decay on BatchNorm/PReLU parameters and biases (decay only conv/linear weights and centres).
+    no_decay_bn_prelu: bool = False
+    clip_grad_norm: float = 0.0  # > 0: clip the backbone's gradient norm to this (insightface: 5); 0 = off
 
 
 @dataclass(frozen=True)
 class ScheduleConfig:
-    name: str = "multistep"      # multistep | constant | cosine
+    name: str = "multistep"      # multistep | constant | cosine | poly
     milestones: list[int] = field(default_factory=lambda: [36, 48, 60])
     gamma: float = 0.1
     warmup_epochs: float = 0.0   # linear warm-up from 0; the reference's cosine option uses 3
     min_lr: float = 0.0          # cosine floor
+    power: float = 1.0           # poly: lr · (1 − progress after warm-up)^power (insightface: 1)
 
 
 @dataclass(frozen=True)
@@ -242,6 +251,16 @@ def resolve_preset(path: str | Path) -> Path:
     raise CosfaceError(f"config file {p} does not exist (shipped presets: {', '.join(available_presets())})")
 
 
+def preset_header(path: str | Path) -> str:
+    """The comment lines a preset starts with (its source and reported accuracy), as TOML comments."""
+    lines = []
+    for line in resolve_preset(path).read_text().splitlines():
+        if not line.startswith("#"):
+            break
+        lines.append(line + "\n")
+    return "".join(lines)
+
+
 def config_from_dict(d: dict, source: str = "checkpoint") -> Config:
     return _apply(Config(), _flatten(d, source), source)
 
@@ -263,6 +282,12 @@ def validate(cfg: Config, source: str = "config") -> None:
     need(cfg.head.type in available_heads(), "head.type", f"must be one of {available_heads()}, got {cfg.head.type!r}")
     need(cfg.head.s > 0, "head.s", "must be > 0")
     need(0 <= cfg.head.m < 1, "head.m", f"must be in [0, 1), got {cfg.head.m}")
+    need(cfg.head.m1 > 0, "head.m1", f"must be > 0, got {cfg.head.m1}")
+    need(0 <= cfg.head.m2 < 1.6, "head.m2", f"must be in [0, 1.6) radians, got {cfg.head.m2}")
+    need(0 <= cfg.head.m3 < 1, "head.m3", f"must be in [0, 1), got {cfg.head.m3}")
+    need(0 <= cfg.model.dropout < 1, "model.dropout", f"must be in [0, 1), got {cfg.model.dropout}")
+    need(cfg.optim.clip_grad_norm >= 0, "optim.clip_grad_norm", f"must be >= 0 (0 = off), got {cfg.optim.clip_grad_norm}")
+    need(cfg.schedule.power > 0, "schedule.power", f"must be > 0, got {cfg.schedule.power}")
     need(0 < cfg.head.sample_rate <= 1, "head.sample_rate", f"must be in (0, 1], got {cfg.head.sample_rate}")
     need(cfg.data.workers >= 0, "data.workers", "must be >= 0")
     need(cfg.data.prefetch >= 1, "data.prefetch", "must be >= 1")

@@ -1,6 +1,6 @@
 """`cosface demo`: the whole pipeline on the built-in synthetic faces, in minutes on a CPU.
 
-generate synthetic identities -> train MobileFaceNet + CosFace (configs/demo.toml) -> verify on
+generate synthetic identities -> train MobileFaceNet + CosFace (the demo preset) -> verify on
 held-out identities with the reference LFW protocol -> export to ONNX and re-verify with ONNX
 Runtime -> summary. Every step is the public library call a user would make.
 """
@@ -12,8 +12,13 @@ import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cosface.config import load_config
+from cosface.optional import check
+
+if TYPE_CHECKING:
+    from cosface.evaluation import Report
 
 
 @dataclass
@@ -21,7 +26,7 @@ class DemoResult:
     out: Path
     manifest: dict
     baseline: float              # raw-pixel accuracy on the same pairs, reference protocol
-    report: object               # the trained checkpoint's evaluation Report (reference protocol)
+    report: Report               # the trained checkpoint's evaluation Report (reference protocol)
     onnx_mean: float             # the exported model's mean accuracy through ONNX Runtime
     checkpoint: Path
     onnx: Path
@@ -37,6 +42,8 @@ def run_demo(out: str | Path, *, identities: int = 260, images_per_identity: int
     from cosface.inference import infer_lfw
     from cosface.train import train
 
+    # The last step exports to ONNX and runs it: say now, not after the training, if that cannot work.
+    check("onnx", "onnxscript", "onnxruntime", purpose="the demo's last step, ONNX export and ONNX Runtime")
     out = Path(out)
     seconds = {}
     t = time.perf_counter()
@@ -67,6 +74,8 @@ def run_demo(out: str | Path, *, identities: int = 260, images_per_identity: int
     seconds["train"] = time.perf_counter() - t
 
     report = result.report
+    # Training with eval.lfw set always ends with a save that holds an evaluation.
+    assert report is not None and result.last_checkpoint is not None
 
     t = time.perf_counter()
     say("[3/4] comparing with raw pixels on the same pairs")

@@ -1,6 +1,6 @@
 """Export a trained backbone to one self-contained ONNX or TorchScript file, checked against eager.
 
-The head is not exported (SPEC §6): a deployed model maps (N, 3, S, S) normalised images to (N, D)
+The head is not exported (docs/protocol.md, "The deployment path"): a deployed model maps (N, 3, S, S) normalised images to (N, D)
 embeddings. The model's `ModelInfo` (preprocessing from the checkpoint's one definition, embedding
 size, backbone, class count, version, the evaluation's threshold) goes into ONNX metadata_props or
 the TorchScript extra file `cosface.json`.
@@ -18,6 +18,7 @@ so it also proves the batch axis free. The file appears at its final path only a
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -31,6 +32,8 @@ import torch
 
 from cosface.errors import CosfaceError
 from cosface.inference import TORCHSCRIPT_METADATA_FILE, Embedder, ModelInfo, require_kind
+from cosface.optional import check, require
+from cosface.portable import portable_path
 from cosface.preprocess import normalize
 
 FORMATS = ("onnx", "torchscript")
@@ -70,6 +73,8 @@ def export_model(ckpt_path: str | os.PathLike, out: str | os.PathLike, *, fmt: s
         raise CosfaceError(f"--batch must be 'dynamic' or a positive integer, got {batch}")
     if not tolerance > 0:
         raise CosfaceError(f"tolerance must be > 0, got {tolerance}")
+    if fmt == "onnx":   # the exporter, and ONNX Runtime for the parity check
+        check("onnx", "onnxscript", "onnxruntime", purpose="ONNX export")
     require_kind(ckpt_path, "checkpoint", "export reads the training checkpoint (a .pt from `cosface train`)")
     out = Path(out)
     if out.is_dir():
@@ -77,6 +82,8 @@ def export_model(ckpt_path: str | os.PathLike, out: str | os.PathLike, *, fmt: s
     t0 = time.perf_counter()
     model, prep, ckpt = load_backbone(ckpt_path, "cpu")     # eval mode: BN uses its running statistics
     info = ModelInfo.from_checkpoint(ckpt)
+    if info.evaluation and info.evaluation.get("dataset"):   # checkpoints written before paths were made portable
+        info = dataclasses.replace(info, evaluation={**info.evaluation, "dataset": portable_path(info.evaluation["dataset"])})
     example = torch.from_numpy(_random_images(batch or _EXAMPLE_BATCH, prep.size, seed))
     example = normalize(example, prep).contiguous()
 
@@ -139,7 +146,8 @@ def _quiet_exporter():
 
 def export_onnx(model, example: torch.Tensor, path: Path, info: ModelInfo, *, dynamic: bool, opset: int | None) -> int:
     """Write an eval-mode module to `path` as ONNX with `info` in its metadata; returns the opset. No parity check."""
-    import onnx
+    onnx = require("onnx", purpose="ONNX export")
+    require("onnxscript", purpose="ONNX export")   # torch's dynamo exporter needs it; fail with the extra named
 
     dynamic_shapes = ({0: torch.export.Dim("batch")},) if dynamic else None
     try:
@@ -151,6 +159,7 @@ def export_onnx(model, example: torch.Tensor, path: Path, info: ModelInfo, *, dy
         lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         raise CosfaceError(f"ONNX export failed{f' at opset {opset}' if opset else ''}: "
                            f"{lines[0] if lines else e.__class__.__name__}") from None
+    assert program is not None   # dynamo=True always returns the program
     proto = program.model_proto
     written = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
     if opset is not None and written != opset:

@@ -18,6 +18,7 @@ EXTRAS: dict[str, str] = {
     "onnxscript": "onnx",
     "matplotlib": "plot",
     "matplotlib.pyplot": "plot",
+    "matplotlib.figure": "plot",
     "faiss": "faiss",
     "fastapi": "serve",
     "uvicorn": "serve",

@@ -34,6 +34,8 @@ class Preprocessing:
 
 
 DEFAULT = Preprocessing()
+# insightface's models (arcface_torch backbones and their ONNX exports): RGB, (x − 127.5) / 127.5.
+INSIGHTFACE = Preprocessing(size=112, channel_order="RGB", mean=127.5, std=127.5)
 
 _JPEG_MAGIC = b"\xff\xd8"
 
@@ -87,7 +89,7 @@ def resize(img: np.ndarray, size: int) -> np.ndarray:
     """Bilinear resize of an (H, W, 3) uint8 image to (size, size, 3)."""
     from PIL import Image
 
-    return np.asarray(Image.fromarray(img).resize((size, size), Image.BILINEAR), dtype=np.uint8)
+    return np.asarray(Image.fromarray(img).resize((size, size), Image.Resampling.BILINEAR), dtype=np.uint8)
 
 
 def normalize(batch, prep: Preprocessing = DEFAULT):

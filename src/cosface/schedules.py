@@ -39,3 +39,12 @@ def _cosine(cfg, base_lr, epoch, total_epochs):
     span = max(total_epochs - cfg.warmup_epochs, 1e-12)
     t = min(max(epoch - cfg.warmup_epochs, 0.0) / span, 1.0)
     return cfg.min_lr + 0.5 * (base_lr - cfg.min_lr) * (1 + math.cos(math.pi * t))
+
+
+@register_schedule("poly")
+def _poly(cfg, base_lr, epoch, total_epochs):
+    # insightface arcface_torch's default (PolynomialLRWarmup, power 1): after the warm-up the rate
+    # falls as (1 − t)^power to 0 at the end of training.
+    span = max(total_epochs - cfg.warmup_epochs, 1e-12)
+    t = min(max(epoch - cfg.warmup_epochs, 0.0) / span, 1.0)
+    return base_lr * (1.0 - t) ** cfg.power

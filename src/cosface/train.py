@@ -8,10 +8,11 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import torch
 
-from cosface.backbones import build_backbone
+from cosface.backbones import build_backbone_for
 from cosface.checkpoint import (FORMAT, FORMAT_VERSION, atomic_save, checkpoint_config, checkpoint_name,
                                 list_checkpoints, load_checkpoint, restore_training_state, rng_state,
                                 set_rng_state, training_state, versions)
@@ -19,9 +20,14 @@ from cosface.config import Config
 from cosface.data.dataset import Plan, make_loader
 from cosface.data.sources import open_source
 from cosface.errors import CosfaceError
+from cosface.optim import build_optimizer, clip_gradients
 from cosface.parallel import Runtime, setup_runtime
+from cosface.portable import portable_config, portable_path
 from cosface.preprocess import Preprocessing, normalize
 from cosface.schedules import learning_rate
+
+if TYPE_CHECKING:
+    from cosface.evaluation import Report
 
 
 @dataclass
@@ -32,7 +38,7 @@ class TrainResult:
     last_checkpoint: Path | None
     final_loss: float
     images_per_s: float
-    report: object | None = None     # the last save's LFW evaluation (cosface.evaluation Report), if any
+    report: Report | None = None     # the last save's LFW evaluation (cosface.evaluation Report), if any
 
 
 def train(cfg: Config, out_dir: str | Path, resume: str | None = None, progress: bool = True) -> TrainResult:
@@ -54,7 +60,7 @@ class Trainer:
         self.prep = Preprocessing(size=cfg.model.input_size)
         self.bad_seen: set[str] = set()
         self.last_checkpoint: Path | None = None
-        self.last_report = None
+        self.last_report: Report | None = None
 
     # ---- setup -------------------------------------------------------------------------------
     def run(self, resume: str | None) -> TrainResult:
@@ -77,16 +83,13 @@ class Trainer:
             self._say(f"note: head.sample_rate = {cfg.head.sample_rate} applies to the class-sharded head of "
                       f"multi-process runs; one process uses every class centre")
         torch.manual_seed(cfg.train.seed)
-        backbone = build_backbone(cfg.model.backbone, embedding_size=cfg.model.embedding_size,
-                                  input_size=cfg.model.input_size).to(rt.device)
+        backbone = build_backbone_for(cfg.model).to(rt.device)
         head = rt.build_head(cfg.head, num_classes, cfg.model.embedding_size).to(rt.device)
         if cfg.train.channels_last:
-            backbone = backbone.to(memory_format=torch.channels_last)
+            backbone = backbone.to(memory_format=torch.channels_last)  # type: ignore[call-overload]  # torch's stubs omit it
         self.backbone, self.head = backbone, head
 
-        params = list(backbone.parameters()) + list(head.parameters())
-        self.optimizer = torch.optim.SGD(params, lr=cfg.optim.lr, momentum=cfg.optim.momentum,
-                                         nesterov=cfg.optim.nesterov, weight_decay=cfg.optim.weight_decay)
+        self.optimizer = build_optimizer(cfg.optim, backbone, head)
         plan = Plan(len(source), cfg.train.batch_size, rt.world_size, cfg.train.accumulate)
         if plan.steps_per_epoch == 0:
             raise CosfaceError(f"{len(source)} images is less than one global batch of {plan.global_batch} "
@@ -110,7 +113,7 @@ class Trainer:
                 start_epoch, start_step = start_epoch + 1, 0
             self._say(f"resumed from {self.resumed_from} (epoch {start_epoch + 1}, step {start_step}, global step {self.global_step})")
 
-        self.model = rt.wrap_backbone(backbone)
+        self.model: Any = rt.wrap_backbone(backbone)   # DDP-wrapped and/or compiled
         if cfg.train.compile:
             self.model = torch.compile(self.model)
         self.autocast, self.scaler = self._amp_policy()
@@ -211,6 +214,7 @@ class Trainer:
         return loss
 
     def _optimizer_step(self) -> None:
+        clip_gradients(self.cfg.optim, self.backbone, self.optimizer, self.scaler)
         if self.scaler:
             self.scaler.step(self.optimizer)
             self.scaler.update()
@@ -251,7 +255,7 @@ class Trainer:
             path = self.ckpt_dir / name
             atomic_save({
                 "format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(),
-                "config": self.cfg.to_dict(), "num_classes": len(self.class_names), "class_names": self.class_names,
+                "config": portable_config(self.cfg.to_dict()), "num_classes": len(self.class_names), "class_names": self.class_names,
                 "preprocessing": self.prep.to_dict(), "epoch": epoch, "epoch_samples": epoch_samples,
                 "global_step": self.global_step, "world_size": self.rt.world_size, "rng": rng_state(),
                 "evaluation": evaluation, **state,
@@ -266,6 +270,7 @@ class Trainer:
         if not lfw or not self.rt.is_main:
             return None
         from cosface.evaluation import evaluate_lfw, torch_embed_fn
+        from cosface.evaluation.metrics import thresholds_at_fars
         from cosface.evaluation.protocol import best_threshold
 
         self.backbone.eval()
@@ -280,10 +285,11 @@ class Trainer:
                    "lfw_mean": report.mean, "lfw_std": report.std, "lfw_folds": list(report.folds)})
         self.last_report = report
         return {"protocol": report.protocol, "mean": report.mean, "std": report.std,
-                "thresholds": [float(t) for t in report.thresholds], "dataset": str(lfw),
+                "thresholds": [float(t) for t in report.thresholds], "dataset": portable_path(lfw),
                 # For `cosface verify`: chosen on the same plain flip-concatenated cosine it computes
                 # (the protocol's own thresholds assume a fold mean subtracted first).
-                "verify_threshold": best_threshold(report.scores, report.issame)}
+                "verify_threshold": best_threshold(report.scores, report.issame),
+                "far_thresholds": thresholds_at_fars(report.scores, report.issame)}   # same similarity; None: not measurable
 
     def _prune(self) -> None:
         keep = self.cfg.checkpoint.keep_last
@@ -309,7 +315,7 @@ class Trainer:
         return load_checkpoint(path)
 
     def _check_fits(self, ckpt: dict, num_classes: int) -> None:
-        old = checkpoint_config(ckpt, self.resumed_from)
+        old = checkpoint_config(ckpt, str(self.resumed_from))
         if ckpt["num_classes"] != num_classes or list(ckpt["class_names"]) != self.class_names:
             raise CosfaceError(f"checkpoint {self.resumed_from} was trained on {ckpt['num_classes']} classes, but "
                                f"{self.cfg.data.path} has {num_classes} (or other class names); it cannot resume here")

@@ -20,6 +20,12 @@ HEAD_CASES = [
     ("sampled", 41, 8, 2, 32.0, 0.40, 0.5),
 ]
 INIT_SEED = 7
+# The other margins on the same path: name, classes, embedding size, batch per rank, s, (m1, m2, m3).
+MARGIN_CASES = [
+    ("arcface", 11, 16, 3, 64.0, (1.0, 0.5, 0.0)),
+    ("combined", 10, 16, 3, 64.0, (1.0, 0.3, 0.2)),
+    ("softmax", 11, 8, 2, 32.0, (1.0, 0.0, 0.0)),
+]
 
 
 def head_inputs(num_classes: int, dim: int, batch: int, world: int, case: int):
@@ -34,6 +40,7 @@ def head_inputs(num_classes: int, dim: int, batch: int, world: int, case: int):
 
 def run_head(out_dir: str, device: str) -> None:
     from cosface.parallel import setup_runtime
+    from cosface.losses import Margin
     from cosface.parallel.sharded_head import ShardedCosFaceHead
 
     torch.set_num_threads(1)
@@ -65,6 +72,16 @@ def run_head(out_dir: str, device: str) -> None:
             "saved_shapes": saved,
             "scatter": head.scatter_rows(torch.arange(c * d, dtype=torch.float32).view(c, d)),
         }
+    for case, (name, c, d, b, s, margin) in enumerate(MARGIN_CASES):
+        x, y = head_inputs(c, d, b, rt.world_size, len(HEAD_CASES) + case)
+        rows = slice(rt.rank * b, (rt.rank + 1) * b)
+        torch.manual_seed(INIT_SEED)
+        head = ShardedCosFaceHead(c, d, s=s, group=group, margin=Margin(*margin)).to(rt.device)
+        x_local = x[rows].clone().to(rt.device).requires_grad_(True)
+        loss = head(x_local, y[rows].to(rt.device))
+        loss.backward()
+        results[name] = {"start": head.start, "stop": head.stop, "loss": loss.item(),
+                         "weight_grad": head.weight.grad.cpu(), "x_grad": x_local.grad.cpu()}
     torch.save(results, os.path.join(out_dir, f"rank{rt.rank}.pt"))
     dist.destroy_process_group(group)
 

@@ -11,7 +11,7 @@ from cosface.parallel.memory import head_memory
 from cosface.parallel.sharded_head import ShardedCosFaceHead, class_ranges
 
 from dist_launch import check_all_ok, run_ranks
-from dist_workers import HEAD_CASES, INIT_SEED, head_inputs
+from dist_workers import HEAD_CASES, INIT_SEED, MARGIN_CASES, head_inputs
 
 CASES = {c[0]: c[1:] for c in HEAD_CASES}
 FULL = [name for name, *_, rate in HEAD_CASES if rate == 1.0]
@@ -173,3 +173,26 @@ def test_no_rank_holds_a_full_logit_matrix_and_memory_model_fits(results):
         assert math.prod(softmax) * 4 == model.logits_bytes
         if world > 1:
             assert not any(c in shape for shape in r["saved_shapes"]), r["saved_shapes"]
+
+
+@pytest.mark.parametrize("case", range(len(MARGIN_CASES)), ids=[c[0] for c in MARGIN_CASES])
+def test_other_margins_sharded_equal_single_process_head(results, case):
+    """ArcFace, the combined margin and the plain normalised softmax, class-sharded, against the
+    one-process MarginHead on the whole global batch."""
+    from cosface.heads import MarginHead
+    from cosface.losses import Margin
+
+    name, c, d, b, s, margin = MARGIN_CASES[case]
+    world = len(results)
+    x, y = head_inputs(c, d, b, world, len(HEAD_CASES) + case)
+    torch.manual_seed(INIT_SEED)
+    head = MarginHead(c, d, s=s, margin=Margin(*margin))
+    x = x.clone().requires_grad_(True)
+    loss = head(x, y)
+    loss.backward()
+    for rank, res in enumerate(results):
+        r = res[name]
+        assert r["loss"] == pytest.approx(loss.item(), abs=1e-5)
+        assert torch.allclose(r["weight_grad"], head.weight.grad[r["start"]:r["stop"]], atol=1e-5)
+        assert torch.allclose(r["x_grad"], world * x.grad[rank * b:(rank + 1) * b], atol=1e-5)
+        assert r["x_grad"].abs().max() > 1e-3

@@ -146,10 +146,9 @@ def test_embed_and_verify_on_synthetic_files(run, capsys, tmp_path):
     ts = run["root"] / "ts" / "model.pt"
     if not ts.exists():
         export_model(run["ckpt"], ts, fmt="torchscript")
-    lines = {}
+    lines, codes = {}, {}
     for model in (run["ckpt"], run["onnx"].path, ts):
-        rc, out, _ = cli(capsys, "verify", "--model", model, a, b)
-        assert rc == 0
+        codes[model], out, _ = cli(capsys, "verify", "--model", model, a, b)
         lines[model] = dict(line.split(":", 1) for line in out.splitlines())
     sims = {float(v["similarity"].split()[0]) for v in lines.values()}
     assert max(sims) - min(sims) <= 2e-4
@@ -159,8 +158,34 @@ def test_embed_and_verify_on_synthetic_files(run, capsys, tmp_path):
     sim, threshold = sims.pop(), float(ckpt_threshold.split()[0])
     want = "same person" if sim > threshold else "different people"
     assert all(v["verdict"].strip() == want for v in lines.values())
+    assert set(codes.values()) == {0 if want == "same person" else 1}     # the exit status is the verdict
     rc, out, _ = cli(capsys, "verify", "--model", run["onnx"].path, a, b, "--threshold", "1.0")
-    assert "threshold:  1.0000 from --threshold" in out and "verdict:    different people" in out
+    assert rc == 1 and "threshold:  1.0000 from --threshold" in out and "verdict:    different people" in out
+    rc, out, _ = cli(capsys, "verify", "--model", run["onnx"].path, a, b, "--threshold", "-1.0", "--json")
+    assert rc == 0 and json.loads(out) == {"same": True, "similarity": pytest.approx(sim, abs=2e-4), "threshold": -1.0,
+                                           "threshold_source": "--threshold", "images": [str(a), str(b)],
+                                           "model": str(run["onnx"].path),
+                                           "alignments": [f"{a}: 112x112, taken as already aligned",
+                                                          f"{b}: 112x112, taken as already aligned"]}
+
+
+def test_evaluated_checkpoint_stores_a_threshold_per_measurable_far(run, capsys):
+    from cosface.checkpoint import load_checkpoint
+
+    # 20 pairs, 10 of them different: FAR 0.1 allows one false accept; 0.01 and 0.001 cannot be measured.
+    ckpt = load_checkpoint(run["ckpt"])
+    stored = ckpt["evaluation"]["far_thresholds"]
+    # Portable: the data lay outside the working directory, so only the folder names are kept.
+    assert ckpt["config"]["data"]["path"] == "train" and ckpt["config"]["eval"]["lfw"] == "lfw"
+    assert ckpt["evaluation"]["dataset"] == "lfw" and Embedder(run["onnx"].path).info.evaluation["dataset"] == "lfw"
+    assert stored["0.01"] is None and stored["0.001"] is None and isinstance(stored["0.1"], float)
+    onnx = Embedder(run["onnx"].path)
+    assert onnx.threshold_at_far(0.1) == stored["0.1"]                   # carried into the export
+    a, b = run["images"][0], run["images"][1]
+    rc, out, _ = cli(capsys, "verify", "--model", run["onnx"].path, a, b, "--far", "0.1", "--json")
+    assert rc in (0, 1) and json.loads(out)["threshold"] == stored["0.1"]
+    rc, _, err = cli(capsys, "verify", "--model", run["onnx"].path, a, b, "--far", "0.001")
+    assert rc == 2 and "FAR 0.001 could not be measured" in err and len(err.splitlines()) == 1
 
 
 def test_cli_errors_name_the_wrong_kind_of_file(run, capsys, tmp_path):

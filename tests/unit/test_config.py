@@ -6,7 +6,7 @@ import pytest
 from cosface.config import Config, config_from_dict, load_config
 from cosface.errors import CosfaceError
 
-SEED = "configs/casia_mobilefacenet_cosface.toml"
+SEED = "casia_mobilefacenet_cosface"   # the shipped preset, by name
 
 
 def test_seed_preset_has_the_reference_recipe():
@@ -76,4 +76,28 @@ def test_cli_prints_resolved_config_and_fails_cleanly():
     assert bad.returncode == 2
     assert bad.stderr.strip().splitlines() == [
         "cosface config: error: --set: unknown config key 'optim.lrr'; "
-        "[optim] has lr, momentum, nesterov, weight_decay, scale_lr, reference_batch"]
+        "[optim] has lr, momentum, nesterov, weight_decay, scale_lr, reference_batch, no_decay_bn_prelu, clip_grad_norm"]
+
+
+RECIPES = ["ms1mv3_r50_arcface", "ms1mv3_r100_arcface", "glint360k_r100_cosface", "webface42m_r100_cosface",
+           "casia_r50_cosface"]
+
+
+def test_recipe_presets_ship_in_the_package_state_their_source_and_resolve():
+    from cosface.config import PRESET_DIR, available_presets, preset_header
+
+    assert set(RECIPES + ["casia_mobilefacenet_cosface"]) <= set(available_presets())
+    for name in RECIPES:
+        assert (PRESET_DIR / f"{name}.toml").is_file() and not (PRESET_DIR / f"{name}.toml").is_symlink()
+        header = preset_header(name)
+        assert "Reported" in header and "%" in header, name
+        cfg = load_config(name)
+        assert cfg.model.embedding_size == 512 and cfg.model.backbone.startswith("iresnet")
+    r50 = load_config("ms1mv3_r50_arcface")
+    assert (r50.head.type, r50.head.s, r50.head.m, r50.schedule.name, r50.optim.clip_grad_norm) == ("arcface", 64.0, 0.5, "poly", 5.0)
+    glint = load_config("glint360k_r100_cosface")
+    assert (glint.head.type, glint.head.m, glint.model.backbone, glint.optim.weight_decay) == ("cosface", 0.4, "iresnet100", 1e-4)
+    assert load_config("webface42m_r100_cosface").head.sample_rate == 0.2
+    out = subprocess.run([sys.executable, "-m", "cosface", "config", "glint360k_r100_cosface"], capture_output=True, text=True)
+    assert out.returncode == 0 and out.stdout.startswith("# insightface arcface_torch's Glint360K recipe")
+    assert 'backbone = "iresnet100"' in out.stdout

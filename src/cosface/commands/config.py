@@ -11,7 +11,9 @@ def add_parser(sub) -> None:
 
 
 def run(args) -> int:
-    from cosface.config import load_config
+    from cosface.config import load_config, preset_header
 
-    print(load_config(args.file, args.overrides).to_toml(), end="")
+    cfg = load_config(args.file, args.overrides)
+    print(preset_header(args.file) if args.file else "", end="")
+    print(cfg.to_toml(), end="")
     return 0

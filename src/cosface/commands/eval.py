@@ -3,18 +3,26 @@ from __future__ import annotations
 
 import argparse
 
-from cosface.commands.report_options import add_report_options, print_reports
+from cosface.commands.report_options import add_report_options, check_extras, print_reports
 
 EPILOG = """\
   cosface eval --ckpt CKPT --lfw DIR [--features-out F.mat] [--plot ROC.png] [--json]
   cosface eval --features F.mat [--json]
   cosface eval --ckpt CKPT --bin lfw.bin [cfp_fp.bin ...] [--protocol insightface|reference] [--json]
+  cosface eval --ckpt CKPT|--model M.onnx --ijb DIR [--target IJBC|IJBB] [--json] [--plot ROC.png]
+  cosface eval --ckpt CKPT|--model M.onnx --suite DIR [--json] [--plot ROC.png]
 
-LFW folders and .mat features are scored with the reference's 10-fold protocol (SPEC §4); .bin sets with
-insightface's protocol unless --protocol reference. Every output names its protocol: the two give numbers
-that are not comparable. --json prints one JSON object on stdout (keys: protocol, folds, thresholds, mean,
-std, tar_at_far, auc, pairs, ...); with several .bin files, an object with one such entry per file, keyed
-by the path as given. The model is never selected on these sets: evaluate the checkpoint you chose."""
+LFW folders and .mat features are scored with the reference's 10-fold protocol (docs/protocol.md);
+.bin sets with insightface's protocol unless --protocol reference. Every output names its protocol: the
+two give numbers that are not comparable. --json prints one JSON object on stdout (keys: protocol, folds,
+thresholds, mean, std, tar_at_far (null for a FAR the pairs cannot measure), min_measurable_far, auc,
+pairs, ...); with several .bin files, an object with one such entry per file, keyed by the path as given.
+The model is never selected on these sets: evaluate the checkpoint you chose.
+
+--ijb scores an IJB-B/IJB-C release in insightface's layout (loose_crop/, meta/ijbc_*.txt): TAR at
+FAR 1e-6 ... 1e-1 over the template pairs, and 1:N rank-1/5/10 and TPIR at FPIR 1e-2/1e-1 when the
+gallery/probe CSVs are there. --suite runs every set found in DIR (LFW folders, .bin files, IJB folders)
+and prints one table."""
 
 
 def add_parser(subparsers) -> None:
@@ -32,6 +40,9 @@ def add_parser(subparsers) -> None:
     what.add_argument("--lfw", metavar="DIR", help="LFW folder: pairs.txt and lfw_align_112/<Name>/<Name>_NNNN.jpg")
     what.add_argument("--bin", nargs="+", metavar="FILE.bin", help="insightface verification set(s)")
     what.add_argument("--features", metavar="FILE.mat", help="pair features in the reference's .mat layout")
+    from cosface.commands.eval_ijb import add_ijb_arguments
+
+    add_ijb_arguments(p, what)
     p.add_argument("--protocol", choices=["insightface", "reference"],
                    help="protocol for --bin sets (default: insightface)")
     add_report_options(p, device_help="auto (CUDA when available), cpu or cuda")
@@ -42,12 +53,17 @@ def run(args: argparse.Namespace) -> int:
     parser = args._parser
     if args.features and args.ckpt:
         parser.error("--features evaluates saved features; it takes no --ckpt")
+    if args.ijb or args.suite or args.model:
+        from cosface.commands.eval_ijb import run_ijb_or_suite
+
+        return run_ijb_or_suite(args)
     if not args.features and not args.ckpt:
         parser.error("--lfw and --bin need --ckpt CKPT")
     if args.features_out and not args.lfw:
         parser.error("--features-out goes with --lfw")
     if args.protocol and not args.bin:
         parser.error("--protocol applies to --bin sets (LFW folders and .mat features use the reference protocol)")
+    check_extras(args)
 
     from cosface.evaluation import checkpoint_embed_fn, evaluate_bin, evaluate_lfw, evaluate_mat
 

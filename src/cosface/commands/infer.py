@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from cosface.commands.report_options import add_report_options, print_reports
+from cosface.commands.report_options import add_report_options, check_extras, print_reports
 
 
 def add_parser(subparsers) -> None:
@@ -16,14 +16,27 @@ def add_parser(subparsers) -> None:
     )
     p.add_argument("--model", required=True, metavar="FILE.onnx", help="ONNX model from `cosface export`")
     p.add_argument("--lfw", required=True, metavar="DIR", help="LFW folder: pairs.txt and lfw_align_112/<Name>/...")
+    p.add_argument("--mean", type=float, metavar="M",
+                   help="for an ONNX model without cosface metadata (e.g. insightface's w600k_r50.onnx): input "
+                        "normalisation (x - M) / S on 0..255 pixels; insightface's is --mean 127.5 --std 127.5")
+    p.add_argument("--std", type=float, metavar="S", help="see --mean (given together)")
+    p.add_argument("--channel-order", choices=["RGB", "BGR"], default="RGB",
+                   help="with --mean/--std: the model's channel order (default RGB, as insightface's)")
     add_report_options(p, device_help="auto (CUDA execution provider when available), cpu or cuda")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, _parser=p)
 
 
 def run(args: argparse.Namespace) -> int:
+    check_extras(args)
     from cosface.inference import infer_lfw
+    from cosface.preprocess import Preprocessing
 
+    if (args.mean is None) != (args.std is None):
+        args._parser.error("--mean and --std go together")
+    if args.std == 0:
+        args._parser.error("--std must not be 0")
+    prep = None if args.mean is None else Preprocessing(channel_order=args.channel_order, mean=args.mean, std=args.std)
     report = infer_lfw(args.model, args.lfw, batch_size=args.batch_size, progress=not args.no_progress,
-                       features_out=args.features_out, workers=args.workers, device=args.device)
+                       features_out=args.features_out, workers=args.workers, device=args.device, preprocessing=prep)
     print_reports(args, {args.lfw: report})
     return 0

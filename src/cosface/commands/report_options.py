@@ -16,6 +16,14 @@ def add_report_options(p: argparse.ArgumentParser, *, device_help: str) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
+def check_extras(args: argparse.Namespace) -> None:
+    """Before any embedding starts: --plot needs matplotlib (the `plot` extra)."""
+    if args.plot:
+        from cosface.optional import check
+
+        check("matplotlib", purpose="--plot")
+
+
 def print_reports(args: argparse.Namespace, reports: dict) -> None:
     """Reports keyed by what was evaluated: notes on stderr, the tables (or one JSON object) on stdout."""
     if args.features_out:

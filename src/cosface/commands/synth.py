@@ -31,6 +31,14 @@ def add_parser(subparsers) -> None:
                    help="processes drawing images (default: one per CPU)")
     p.add_argument("--overwrite", action="store_true",
                    help="replace a synthetic set already in OUT (one with a manifest.json)")
+    p.add_argument("--ijb", action="store_true",
+                   help="instead, write a small IJB-shaped set to OUT (loose crops with five landmarks and detector "
+                   "scores, templates of several media, 1:1 pairs, 1:N galleries and probes) for `cosface eval --ijb`")
+    p.add_argument("--subjects", type=int, default=40, metavar="N", help="with --ijb: subjects (default 40)")
+    p.add_argument("--templates-per-subject", type=int, default=3, metavar="T",
+                   help="with --ijb: templates of each subject (default 3)")
+    p.add_argument("--target", choices=["IJBC", "IJBB"], default="IJBC",
+                   help="with --ijb: file names of this release (default IJBC)")
     p.add_argument("--baseline", action="store_true",
                    help="also print the raw-pixel verification accuracy on the evaluation set")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -41,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     from cosface.data.synthetic import generate, raw_pixel_baseline
 
     start = time.perf_counter()
+    if args.ijb:
+        return _run_ijb(args, start)
     m = generate(
         args.out,
         identities=args.identities,
@@ -63,4 +73,18 @@ def run(args: argparse.Namespace) -> int:
     if args.baseline:
         acc = raw_pixel_baseline(os.path.join(args.out, lfw["dir"]))
         print(f"raw-pixel baseline (reference protocol): {acc * 100:.2f} %")
+    return 0
+
+
+def _run_ijb(args: argparse.Namespace, start: float) -> int:
+    from cosface.data.synthetic.ijb import generate_ijb
+
+    m = generate_ijb(args.out, subjects=args.subjects, templates_per_subject=args.templates_per_subject,
+                     target=args.target, seed=args.seed, overwrite=args.overwrite, progress=not args.quiet)["ijb"]
+    print(f"wrote {m['images']} loose crops of {m['subjects']} subjects in {m['templates']} templates "
+          f"({m['media']} media) to {os.path.join(args.out, m['dir'])}")
+    print(f"{m['target']} metadata in {os.path.join(args.out, 'meta')}: {m['pairs']} template pairs "
+          f"({m['same_pairs']} same), 1:N galleries " + " + ".join(f"{g} {n}" for g, n in m["gallery_templates"].items())
+          + f" templates, {m['probe_templates']} probe templates")
+    print(f"seed {args.seed}, {time.perf_counter() - start:.1f} s")
     return 0

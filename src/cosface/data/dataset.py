@@ -12,6 +12,7 @@ tensor ops on the training device (cosface.preprocess.normalize).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import torch
@@ -119,7 +120,7 @@ def make_loader(source, plan: Plan, *, rank: int, seed: int, flip: bool, image_s
                 workers: int, prefetch: int = 2, pin_memory: bool = False):
     """A DataLoader over BatchDataset driven by an EpochSampler; call `loader.sampler.set_epoch`."""
     sampler = EpochSampler(plan, rank, seed, flip)
-    kwargs = dict(num_workers=workers, pin_memory=pin_memory)
+    kwargs: dict[str, Any] = dict(num_workers=workers, pin_memory=pin_memory)
     if workers > 0:
         kwargs.update(prefetch_factor=prefetch, persistent_workers=True)  # no restart per epoch
     return torch.utils.data.DataLoader(

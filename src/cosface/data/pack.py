@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -79,6 +80,7 @@ def _init_worker(source: ImageFolderSource, quality: int) -> None:
 
 
 def _prepare_sample(i: int) -> tuple[bytes | None, bool, str]:
+    assert _worker_source is not None, "_init_worker runs first"
     try:
         data, copied = prepare_image(_worker_source.read(i), DEFAULT.size, _worker_quality)
     except (OSError, ValueError) as e:
@@ -106,7 +108,7 @@ def pack_folder(image_dir: str | os.PathLike, out_dir: str | os.PathLike, worker
             tqdm(total=len(source), unit="img", desc="pack", disable=not progress) as bar:
         if workers <= 1:
             _init_worker(source, quality)
-            results = map(_prepare_sample, range(len(source)))
+            results: Iterator[tuple[bytes | None, bool, str]] = map(_prepare_sample, range(len(source)))
             _write_all(results, source, writer, report, bar)
         else:
             with multiprocessing.Pool(workers, _init_worker, (source, quality)) as pool:

@@ -144,8 +144,8 @@ def read_index(path: Path) -> tuple[np.ndarray, np.ndarray]:
     try:
         text = path.read_text(encoding="ascii")
     except UnicodeDecodeError as e:
-        line = path.read_bytes()[: e.start].count(b"\n") + 1
-        raise CosfaceError(f"{path}, line {line}: not an index line (expected 'key<TAB>offset')") from None
+        bad = path.read_bytes()[: e.start].count(b"\n") + 1
+        raise CosfaceError(f"{path}, line {bad}: not an index line (expected 'key<TAB>offset')") from None
     lines = text.splitlines()
     keys = np.empty(len(lines), dtype=np.int64)
     offsets = np.empty(len(lines), dtype=np.int64)

@@ -8,7 +8,7 @@ from cosface.evaluation.binset import BinSet, load_bin
 from cosface.evaluation.evaluate import BIN_PROTOCOLS, evaluate_bin, evaluate_features, evaluate_lfw, evaluate_mat
 from cosface.evaluation.extract import EmbedFn, checkpoint_embed_fn, embed_images, torch_embed_fn
 from cosface.evaluation.matio import PairFeatures, load_features, save_features
-from cosface.evaluation.metrics import plot_roc
+from cosface.evaluation.metrics import far_measurable, plot_roc, threshold_at_far
 from cosface.evaluation.pairs import PairList, read_lfw
 from cosface.evaluation.protocol import FoldResult, insightface_kfold, reference_kfold
 from cosface.evaluation.report import PROTOCOLS, Report
@@ -28,6 +28,7 @@ __all__ = [
     "evaluate_features",
     "evaluate_lfw",
     "evaluate_mat",
+    "far_measurable",
     "insightface_kfold",
     "load_bin",
     "load_features",
@@ -35,5 +36,6 @@ __all__ = [
     "read_lfw",
     "reference_kfold",
     "save_features",
+    "threshold_at_far",
     "torch_embed_fn",
 ]

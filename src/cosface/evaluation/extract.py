@@ -41,9 +41,11 @@ class _PathSource:
 
 def _decode_batch(source, indices: range, size: int) -> np.ndarray:
     out = np.empty((len(indices), size, size, 3), dtype=np.uint8)
+    # A source may prepare its own pixels (IJB: decode the loose crop, then align it from its landmarks).
+    decode = getattr(source, "decode", None) or (lambda i, size: decode_image(source.read(i), size))
     for j, i in enumerate(indices):
         try:
-            out[j] = decode_image(source.read(i), size)
+            out[j] = decode(i, size)
         except ValueError as e:
             raise CosfaceError(f"{source.describe(i)}: {e}") from None
     return out
@@ -61,7 +63,8 @@ def embed_images(
 ) -> np.ndarray:
     """Embed each image and its mirror; returns (N, 2D) float32 rows [emb(image), emb(mirror)].
 
-    `images` is a list of paths or a source (len(src), src.read(i) -> bytes, src.describe(i)).
+    `images` is a list of paths or a source (len(src), src.read(i) -> bytes, src.describe(i), and
+    optionally src.decode(i, size) -> (size, size, 3) uint8 pixels in place of decoding read(i)).
     Image and mirror go through `embed_fn` together as one batch of 2B.
     """
     if batch_size < 1:
@@ -79,7 +82,7 @@ def embed_images(
     with ThreadPoolExecutor(workers) as pool, tqdm(
         total=n, desc=desc, unit="img", file=sys.stderr, disable=not progress, leave=False
     ) as bar:
-        pending = deque()
+        pending: deque = deque()
         todo = iter(batches)
         for b in todo:
             pending.append((b, pool.submit(_decode_batch, source, b, size)))
@@ -101,6 +104,7 @@ def embed_images(
             out[idx.start : idx.stop, :dim] = emb[: len(idx)]
             out[idx.start : idx.stop, dim:] = emb[len(idx) :]
             bar.update(len(idx))
+    assert out is not None   # n > 0 was checked
     return out
 
 

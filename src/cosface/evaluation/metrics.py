@@ -44,15 +44,58 @@ def roc_auc(scores: np.ndarray, issame: np.ndarray) -> float:
     return float((below.sum() + 0.5 * ties.sum()) / (len(same) * len(diff)))
 
 
-def tar_at_far(scores: np.ndarray, issame: np.ndarray, fars=FARS) -> dict[float, float]:
-    """For each target FAR f: the fraction of same pairs accepted at the lowest threshold that
-    accepts at most floor(f * #different) different pairs."""
+def _allowed(far: float, n_different: int) -> int:
+    """How many different-person pairs a FAR of `far` lets through out of n (the 1e-9 absorbs 1e-3 * 1000 rounding)."""
+    return int(np.floor(far * n_different + 1e-9))
+
+
+def far_measurable(far: float, n_different: int) -> bool:
+    """A FAR can be measured when it allows at least one of the different-person pairs at hand to be accepted:
+    1e-3 needs at least 1,000 of them. Below that every threshold above the highest different score gives
+    FAR 0, which says nothing about 1e-3."""
+    return _allowed(far, n_different) >= 1
+
+
+def threshold_at_far(scores, labels, far: float) -> float:
+    """The lowest threshold at which at most floor(far * #different) different-person pairs score above it.
+
+    `scores`: (N,) similarities, higher = more alike; a pair is accepted when its score is strictly greater
+    than the threshold. `labels`: (N,) True / 1 for same-person pairs, False / 0 / -1 for different.
+    Raises CosfaceError when `far` is not in (0, 1) or cannot be measured with the different pairs at hand.
+    """
+    scores = np.asarray(scores)
+    issame = np.asarray(labels) > 0
+    if scores.shape != issame.shape or scores.ndim != 1:
+        raise CosfaceError(f"scores and labels must be two (N,) arrays, got {scores.shape} and {issame.shape}")
+    if not 0 < far < 1:
+        raise CosfaceError(f"target FAR must be in (0, 1), got {far:g}")
+    diff = np.sort(scores[~issame])
+    n = len(diff)
+    if not far_measurable(far, n):
+        raise CosfaceError(f"FAR {far:g} cannot be measured with {n} different-person pairs (the smallest "
+                           f"measurable FAR is 1/{n} = {1 / n if n else float('nan'):.2g}; {far:g} needs at least "
+                           f"{int(np.ceil(1 / far - 1e-9))})")
+    # Accepting only scores above the (allowed+1)-th highest different score lets at most `allowed` through.
+    return float(diff[n - 1 - _allowed(far, n)])
+
+
+def thresholds_at_fars(scores, labels, fars=FARS) -> dict[str, float | None]:
+    """{"1e-3": threshold_at_far(...), ...} keyed as JSON keys; None where the FAR is not measurable."""
+    n_different = int(np.sum(np.asarray(labels) <= 0))
+    return {f"{far:g}": threshold_at_far(scores, labels, far) if far_measurable(far, n_different) else None
+            for far in fars}
+
+
+def tar_at_far(scores: np.ndarray, issame: np.ndarray, fars=FARS) -> dict[float, float | None]:
+    """For each target FAR f: the fraction of same pairs accepted at `threshold_at_far(f)`, or None when f
+    cannot be measured with the different pairs at hand (see `far_measurable`)."""
     same, diff = _split(scores, issame)
-    out = {}
+    out: dict[float, float | None] = {}
     for far in fars:
-        allowed = int(np.floor(far * len(diff)))
-        # Accepting only scores above the (allowed+1)-th highest different score lets at most `allowed` through.
-        t = diff[len(diff) - 1 - allowed] if allowed < len(diff) else -np.inf
+        if not far_measurable(far, len(diff)):
+            out[far] = None
+            continue
+        t = threshold_at_far(scores, issame, far)
         out[far] = float(np.sum(same > t) / len(same))
     return out
 
@@ -66,17 +109,35 @@ def roc_curve(scores: np.ndarray, issame: np.ndarray) -> tuple[np.ndarray, np.nd
     return np.concatenate([[0.0], far]), np.concatenate([[0.0], tar])
 
 
+def curve_auc(far: np.ndarray, tar: np.ndarray) -> float:
+    """Area under a `roc_curve` by trapezoids; equals `roc_auc` (a tie's diagonal segment counts one half)."""
+    far, tar = np.asarray(far, dtype=np.float64), np.asarray(tar, dtype=np.float64)
+    return float(np.sum(np.diff(far) * (tar[1:] + tar[:-1]) / 2))
+
+
 def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.PathLike) -> None:
-    """Write a PNG with one ROC curve per entry of {label: (far, tar)}, FAR on a log axis."""
+    """Write a PNG with one ROC curve per entry of {label: (far, tar)} (from `roc_curve`), FAR on a log axis.
+
+    Each legend entry shows the curve's AUC. The axis starts at the smallest FAR the pairs can measure
+    (one different pair accepted, 1/#different, the curve's smallest non-zero FAR): below it there are no
+    data, only the curve's jump from (0, 0).
+    """
     # A bare Figure renders with Agg and leaves pyplot's global state (and backend) alone.
-    from matplotlib.figure import Figure
+    from cosface.optional import require
+
+    Figure = require("matplotlib.figure", purpose="ROC plots").Figure
 
     fig = Figure(figsize=(6, 5))
     ax = fig.subplots()
+    smallest = 1.0
     for label, (far, tar) in curves.items():
-        ax.plot(far, tar, label=label)
+        far, tar = np.asarray(far, dtype=np.float64), np.asarray(tar, dtype=np.float64)
+        auc = curve_auc(far, tar)
+        shown = far > 0
+        smallest = min(smallest, float(far[shown].min()) if shown.any() else 1.0)
+        ax.plot(far[shown], tar[shown], label=f"{label}, AUC {auc:.4f}")
     ax.set_xscale("log")
-    ax.set_xlim(1e-4, 1.0)
+    ax.set_xlim(smallest, 1.0)
     ax.set_ylim(0.0, 1.0)
     ax.set_xlabel("false accept rate")
     ax.set_ylabel("true accept rate")

@@ -1,10 +1,11 @@
 """LFW pair lists: `pairs.txt` plus an image folder -> index arrays over the distinct images.
 
-Layout (SPEC §4): `DIR/lfw_align_112/<Name>/<Name>_<n:04d>.jpg` and `DIR/pairs.txt`; a folder whose
-`<Name>/` directories sit directly under DIR is accepted too. `pairs.txt` lines are `name n1 n2`
-(same person) or `name1 n1 name2 n2` (different people), separated by tabs or spaces. An optional
-first line `F P` says the file holds F folds of P same + P different pairs, in that order, and
-pair k belongs to fold k // (2P). Without a header the pairs are cut into 10 equal folds.
+Layout (docs/data.md, "LFW-style folders"): `DIR/lfw_align_112/<Name>/<Name>_<n:04d>.jpg` and
+`DIR/pairs.txt`; a folder whose `<Name>/` directories sit directly under DIR is accepted too.
+`pairs.txt` lines are `name n1 n2` (same person) or `name1 n1 name2 n2` (different people), separated
+by tabs or spaces. An optional first line `F P` says the file holds F folds of P same + P different
+pairs, in that order, and pair k belongs to fold k // (2P). Without a header the pairs are cut into
+10 equal folds.
 """
 from __future__ import annotations
 

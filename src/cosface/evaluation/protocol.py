@@ -1,7 +1,7 @@
 """The k-fold verification protocols, in numpy alone.
 
-`reference_kfold` is the reference's LFW protocol (SPEC §4) to the last bit. For each test fold:
-mu = mean of the validation folds' left and right features; subtract mu from every feature;
+`reference_kfold` is the reference's LFW protocol (docs/protocol.md, "The reference protocol") to
+the last bit. For each test fold: mu = mean of the validation folds' left and right features; subtract mu from every feature;
 L2-normalise; score = dot product; on the grid t = i/10000, i = -10000..10000, the validation
 accuracy is (#same with score > t + #different with score < t) / #pairs, ties counting as errors;
 the fold's threshold is the mean of every t that reaches the best validation accuracy, and the
@@ -83,7 +83,7 @@ def best_threshold(scores: np.ndarray, issame: np.ndarray, grid: np.ndarray = TH
 def reference_kfold(
     fl: np.ndarray, fr: np.ndarray, fold: np.ndarray, flag: np.ndarray, *, workers: int | None = None
 ) -> FoldResult:
-    """The reference 10-fold protocol (SPEC §4) on pair features fl, fr (N, D), fold (N,), flag (N,) = +-1.
+    """The reference 10-fold protocol (docs/protocol.md) on pair features fl, fr (N, D), fold (N,), flag (N,) = +-1.
 
     Folds are the distinct values of `fold`, in increasing order; every other fold validates.
     Folds are independent, so they run on `workers` threads (default: one per core, up to one per

@@ -10,7 +10,7 @@ from cosface.evaluation.protocol import FoldResult
 
 # What each protocol name means; printed with every result so numbers are never compared across them.
 PROTOCOLS = {
-    "reference": "reference LFW 10-fold protocol (SPEC §4): flip-concatenated features, "
+    "reference": "reference LFW 10-fold protocol (docs/protocol.md): flip-concatenated features, "
                  "fold-mean subtracted, cosine, mean of best thresholds on the 1e-4 grid",
     "insightface": "insightface verification protocol: flip embeddings summed and L2-normalised, "
                    "squared distance, contiguous 10-fold, first best threshold of arange(0, 4, 0.01)",
@@ -24,7 +24,7 @@ class Report:
     folds: np.ndarray           # (F,) fold accuracies, fractions
     thresholds: np.ndarray      # (F,) each fold's threshold (cosine for "reference", distance for "insightface")
     auc: float                  # ours, over all pairs (metrics.SIMILARITY)
-    tar_at_far: dict[float, float]
+    tar_at_far: dict[float, float | None]   # None: that FAR cannot be measured with these pairs
     scores: np.ndarray = field(repr=False)    # (N,) all-pairs similarity behind auc / tar_at_far / the ROC
     issame: np.ndarray = field(repr=False)    # (N,) bool
 
@@ -55,6 +55,10 @@ class Report:
     def pairs(self) -> int:
         return len(self.issame)
 
+    @property
+    def different_pairs(self) -> int:
+        return int(np.sum(~self.issame))
+
     def roc(self) -> tuple[np.ndarray, np.ndarray]:
         return metrics.roc_curve(self.scores, self.issame)
 
@@ -69,7 +73,8 @@ class Report:
             "mean": self.mean,
             "std": self.std,
             "auc": self.auc,
-            "tar_at_far": {f"{far:g}": tar for far, tar in self.tar_at_far.items()},
+            "tar_at_far": {f"{far:g}": tar for far, tar in self.tar_at_far.items()},   # null: not measurable
+            "min_measurable_far": 1.0 / self.different_pairs,
             "all_pairs_similarity": metrics.SIMILARITY,
         }
 
@@ -83,5 +88,7 @@ class Report:
         lines.append("  fold thresholds: " + " ".join(f"{t:.4f}" for t in self.thresholds))
         lines.append(f"  over all pairs, {metrics.SIMILARITY}:")
         lines.append(f"    ROC AUC: {self.auc:.5f}")
-        lines += [f"    TAR @ FAR={far:g}: {tar * 100:.2f}" for far, tar in self.tar_at_far.items()]
+        lines += [f"    TAR @ FAR={far:g}: " + (f"{tar * 100:.2f}" if tar is not None else
+                  f"not measurable with {self.different_pairs} different-person pairs (needs {np.ceil(1 / far - 1e-9):.0f})")
+                  for far, tar in self.tar_at_far.items()]
         return "\n".join(lines)

@@ -110,11 +110,13 @@ class Embedder:
     """
 
     def __init__(self, model: str | os.PathLike, *, device: str = "auto", batch_size: int = 64, quiet: bool = False,
-                 detect: bool = True, detector: str = "retinaface", max_side: int = 640):
+                 detect: bool = True, detector: str = "retinaface", max_side: int = 640,
+                 preprocessing: Preprocessing | None = None):
         if batch_size < 1:
             raise CosfaceError(f"batch size must be >= 1, got {batch_size}")
         self.path = Path(model)
-        self.kind, self._run, self.info = open_model(self.path, device)
+        # `preprocessing`: only for an ONNX model without cosface metadata (see open_model).
+        self.kind, self._run, self.info = open_model(self.path, device, preprocessing)
         self.batch_size = batch_size
         self.quiet = quiet
         self.detect = detect
@@ -163,12 +165,35 @@ class Embedder:
         return np.concatenate(out) if out else np.empty((0, dim), np.float32)
 
     def similarity(self, a, b) -> float | np.ndarray:
-        """Cosine of the flip-concatenated embeddings: a float for two images, (N,) for two batches."""
+        """Pairwise: the cosine of a[i] and b[i]. A float for two images; (N,) for two batches of N.
+        For every image of one set against every image of another, use `similarity_matrix`."""
         ea, eb = self.embed(a), self.embed(b)
         if len(ea) != len(eb):
             raise CosfaceError(f"similarity needs as many images on each side, got {len(ea)} and {len(eb)}")
         s = np.einsum("ij,ij->i", ea, eb)
         return float(s[0]) if _is_single(a) and _is_single(b) else s
+
+    def similarity_matrix(self, a, b) -> np.ndarray:
+        """(len(a), len(b)) float32 cosines of every image of `a` against every image of `b` (1:N search,
+        clustering). `a` and `b` are batches (or single images) as `embed` takes them."""
+        return self.embed(a) @ self.embed(b).T
+
+    def threshold_at_far(self, far: float) -> float:
+        """The threshold stored for target FAR `far` by the model's evaluation (a checkpoint evaluated during
+        training, or its export): at most that fraction of the evaluation's different-person pairs scored
+        above it. Raises CosfaceError when the model has none for `far` (not evaluated, another FAR, or too
+        few different pairs to measure it)."""
+        ev = self.info.evaluation or {}
+        stored = ev.get("far_thresholds") or {}
+        key = f"{far:g}"
+        if key not in stored:
+            have = ", ".join(stored) or "none"
+            raise CosfaceError(f"{self.path} holds no threshold for FAR {key} (it has: {have}); evaluate your "
+                               f"own pairs and use cosface.evaluation.threshold_at_far")
+        if stored[key] is None:
+            raise CosfaceError(f"{self.path}: FAR {key} could not be measured on its evaluation's pairs "
+                               f"(too few different-person pairs); pick a larger FAR")
+        return float(stored[key])
 
     def default_threshold(self) -> tuple[float, str]:
         """(threshold, where it came from).
@@ -310,12 +335,13 @@ def embed_to_file(model: str | os.PathLike, inputs, out: str | os.PathLike, *, f
 
 
 def infer_lfw(model: str | os.PathLike, lfw_dir: str | os.PathLike, *, batch_size: int = 64, progress: bool = True,
-              features_out: str | os.PathLike | None = None, workers: int | None = None, device: str = "auto"):
+              features_out: str | os.PathLike | None = None, workers: int | None = None, device: str = "auto",
+              preprocessing: Preprocessing | None = None):
     """The deployment path: an ONNX export under ONNX Runtime through the same LFW protocol as `cosface eval`."""
     from cosface.evaluation import evaluate_lfw
 
     require_kind(model, "onnx", "`cosface infer` runs ONNX exports (make one with `cosface export --ckpt CKPT "
                                 "-o model.onnx`; a checkpoint is evaluated with `cosface eval`)")
-    emb = Embedder(model, device=device, batch_size=batch_size)
+    emb = Embedder(model, device=device, batch_size=batch_size, preprocessing=preprocessing)
     return evaluate_lfw(emb.features, lfw_dir, batch_size=batch_size, progress=progress, features_out=features_out,
                         workers=workers, size=emb.preprocessing.size)

@@ -8,6 +8,7 @@ ONNX models run without importing torch.
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import zipfile
@@ -92,7 +93,8 @@ class ModelInfo:
         missing = [k for k in _REQUIRED if k not in meta]
         if len(missing) == len(_REQUIRED):
             raise CosfaceError(f"{source} is not a cosface model: its metadata has none of the keys "
-                               f"{', '.join(_REQUIRED)} (models for cosface come from `cosface export`)")
+                               f"{', '.join(_REQUIRED)} (models for cosface come from `cosface export`; for another tool's ONNX model "
+                               f"state its normalisation, e.g. --mean 127.5 --std 127.5 for insightface's)")
         if missing:
             raise CosfaceError(f"{source}: model metadata lacks {', '.join(missing)}")
 
@@ -208,8 +210,25 @@ def _open_torchscript(path: Path, device: str) -> tuple[Runner, ModelInfo]:
     return _torch_runner(module.eval(), dev), info
 
 
-def _open_onnx(path: Path, device: str) -> tuple[Runner, ModelInfo]:
-    import onnxruntime as ort
+def _foreign_onnx_info(session, path: Path, prep: Preprocessing) -> ModelInfo:
+    """ModelInfo for an ONNX model without cosface metadata (e.g. insightface's w600k_r50.onnx): the
+    input size and embedding size from the graph, the normalisation as the caller states it."""
+    inp, out = session.get_inputs()[0], session.get_outputs()[0]
+    if len(inp.shape) != 4 or inp.shape[1] != 3 or not isinstance(inp.shape[2], int) or inp.shape[2] != inp.shape[3]:
+        raise CosfaceError(f"{path}: the graph's input {inp.name} has shape {inp.shape}; expected (N, 3, S, S) with a fixed S")
+    dim = out.shape[-1] if len(out.shape) == 2 and isinstance(out.shape[-1], int) else None
+    if dim is None:   # a symbolic output size: ask the graph once
+        batch = inp.shape[0] if isinstance(inp.shape[0], int) else 1
+        probe = np.zeros((batch, 3, inp.shape[2], inp.shape[2]), np.float32)
+        dim = int(session.run(None, {inp.name: probe})[0].shape[-1])
+    return ModelInfo(preprocessing=dataclasses.replace(prep, size=int(inp.shape[2])), embedding_size=int(dim),
+                     backbone=f"external ONNX ({path.name})", num_classes=0, cosface_version=__version__)
+
+
+def _open_onnx(path: Path, device: str, preprocessing: Preprocessing | None = None) -> tuple[Runner, ModelInfo]:
+    from cosface.optional import require
+
+    ort = require("onnxruntime", purpose="running ONNX models")
 
     providers = ["CPUExecutionProvider"]
     has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
@@ -224,7 +243,13 @@ def _open_onnx(path: Path, device: str) -> tuple[Runner, ModelInfo]:
     except Exception as e:
         raise CosfaceError(f"{path} is not a model file: no checkpoint or TorchScript header, and ONNX Runtime "
                            f"cannot load it ({_first_line(e)})") from None
-    info = ModelInfo.from_metadata(session.get_modelmeta().custom_metadata_map, str(path))
+    meta = session.get_modelmeta().custom_metadata_map
+    if preprocessing is None:
+        info = ModelInfo.from_metadata(meta, str(path))
+    elif any(k in meta for k in _REQUIRED):
+        raise CosfaceError(f"{path} carries its own preprocessing metadata; --mean/--std are for models without it")
+    else:
+        info = _foreign_onnx_info(session, path, preprocessing)
     inp = session.get_inputs()[0]
     size = info.preprocessing.size
     if len(inp.shape) != 4 or list(inp.shape[1:]) != [3, size, size]:
@@ -252,9 +277,19 @@ def _open_onnx(path: Path, device: str) -> tuple[Runner, ModelInfo]:
 _OPENERS = {"checkpoint": _open_checkpoint, "torchscript": _open_torchscript, "onnx": _open_onnx}
 
 
-def open_model(path: str | os.PathLike, device: str = "auto") -> tuple[str, Runner, ModelInfo]:
-    """-> (kind, runner, info) for any model file; `device` is "auto" (CUDA when available), "cpu" or "cuda"."""
+def open_model(path: str | os.PathLike, device: str = "auto",
+               preprocessing: Preprocessing | None = None) -> tuple[str, Runner, ModelInfo]:
+    """-> (kind, runner, info) for any model file; `device` is "auto" (CUDA when available), "cpu" or "cuda".
+
+    `preprocessing` is for ONNX models that carry no cosface metadata (insightface's exports): their
+    normalisation and channel order, the input size being read from the graph."""
     kind = model_kind(path)
+    if preprocessing is not None:
+        if kind != "onnx":
+            raise CosfaceError(f"{path} is {KINDS[kind]}, which records its own preprocessing; "
+                               f"--mean/--std are for ONNX models without metadata")
+        runner, info = _open_onnx(Path(path), device, preprocessing)
+        return kind, runner, info
     runner, info = _OPENERS[kind](Path(path), device)
     return kind, runner, info
 

@@ -9,6 +9,7 @@ import contextlib
 import datetime
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -22,7 +23,7 @@ class Runtime:
     world_size: int
     local_rank: int
     device: torch.device
-    group: object | None = None      # the process group, None at world size 1
+    group: Any = None                # the torch.distributed ProcessGroup, None at world size 1
     timeout_s: float = 0.0           # collective timeout of the group
 
     @property
@@ -70,17 +71,15 @@ class Runtime:
         return DDP(backbone, device_ids=ids, process_group=self.group, broadcast_buffers=True)
 
     def build_head(self, head_cfg, num_classes: int, embedding_size: int) -> nn.Module:
-        from cosface.heads import head_class
+        from cosface.heads import build_head
+        from cosface.losses import margin_for
 
         if not self.distributed:
-            return head_class(head_cfg.type)(num_classes, embedding_size, s=head_cfg.s, m=head_cfg.m)
+            return build_head(head_cfg, num_classes, embedding_size)
         from cosface.parallel.sharded_head import ShardedCosFaceHead
 
-        if head_cfg.type != "cosface":
-            raise CosfaceError(f"head.type = {head_cfg.type!r} has no class-sharded version; "
-                               f"training on {self.world_size} processes supports head.type = 'cosface'")
         return ShardedCosFaceHead(num_classes, embedding_size, s=head_cfg.s, m=head_cfg.m,
-                                  sample_rate=head_cfg.sample_rate, group=self.group)
+                                  sample_rate=head_cfg.sample_rate, group=self.group, margin=margin_for(head_cfg))
 
     @contextlib.contextmanager
     def failing_clearly(self):

@@ -1,11 +1,13 @@
-"""A CosFace head whose class centres are split across ranks (model parallelism over classes).
+"""A margin head (CosFace by default; any cosface.losses.Margin: ArcFace, combined, plain softmax)
+whose class centres are split across ranks (model parallelism over classes).
 
 Each rank keeps a contiguous block of rows of the (C, D) centre table (`class_ranges`; the first
 C mod N ranks hold one row more). One step, on every rank:
 
 1. all-gather the embeddings and labels of the global batch: (N·B, D) and (N·B,);
 2. cosines of all N·B embeddings against the local centres -> (N·B, C_local) logits, with the
-   CosFace margin on the targets this rank owns;
+   margin on the targets this rank owns (it changes only the target logit, so no other rank's
+   columns are needed);
 3. softmax cross-entropy with a distributed row max and sum-exp (two all-reduces of N·B numbers),
    so no rank ever holds an (N·B, C) matrix. The loss is the mean over the global batch and is the
    same number on every rank.
@@ -39,7 +41,7 @@ import torch.nn as nn
 from torch.autograd.function import once_differentiable
 
 from cosface.errors import CosfaceError
-from cosface.losses import normalized_cosines
+from cosface.losses import Margin, normalized_cosines
 
 # torch >= 2.10 renamed the single-tensor collectives; both spellings take (output, input, ...).
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
@@ -147,8 +149,8 @@ def _init_rows_as_full_xavier(weight: torch.Tensor, num_classes: int, start: int
 
 
 class ShardedCosFaceHead(nn.Module):
-    """CosFace (LMCL) with the class centres split over the ranks of `group` (None: one process, all
-    classes here, no collectives). Same contract as cosface.heads.CosFaceHead: (embeddings (B, D),
+    """CosFace (LMCL), or the cosface.losses.Margin given as `margin`, with the class centres split
+    over the ranks of `group` (None: one process, all classes here, no collectives). Same contract as cosface.heads.CosFaceHead: (embeddings (B, D),
     labels (B,)) -> mean loss over the global batch; every rank must pass the same B.
 
     `weight` holds this rank's rows, classes [start, stop). gather_rows/scatter_rows convert
@@ -156,7 +158,7 @@ class ShardedCosFaceHead(nn.Module):
     """
 
     def __init__(self, num_classes: int, embedding_size: int, s: float = 32.0, m: float = 0.40,
-                 sample_rate: float = 1.0, group=None):
+                 sample_rate: float = 1.0, group=None, margin: Margin | None = None):
         super().__init__()
         rank, world = _rank_and_size(group)
         if num_classes < world:
@@ -167,6 +169,7 @@ class ShardedCosFaceHead(nn.Module):
         self.group, self.rank, self.world = group, rank, world
         self.num_classes, self.embedding_size = num_classes, embedding_size
         self.s, self.m, self.sample_rate = s, m, sample_rate
+        self.margin = Margin(1.0, 0.0, m) if margin is None else margin     # None: CosFace with margin m
         self.ranges = class_ranges(num_classes, world)
         self.start, self.stop = self.ranges[rank]
         self.weight = nn.Parameter(torch.empty(self.stop - self.start, embedding_size))
@@ -174,7 +177,7 @@ class ShardedCosFaceHead(nn.Module):
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, classes=[{self.start}, {self.stop}) on rank {self.rank} of "
-                f"{self.world}, s={self.s}, m={self.m}, sample_rate={self.sample_rate}")
+                f"{self.world}, s={self.s}, margin {self.margin.describe()}, sample_rate={self.sample_rate}")
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if self.group is not None:
@@ -185,16 +188,18 @@ class ShardedCosFaceHead(nn.Module):
         local = labels - self.start
         owned = (local >= 0) & (local < self.stop - self.start)
         target = torch.where(owned, local, -1)
-        weight = self.weight
+        weight: torch.Tensor = self.weight
         if self.training and self.sample_rate < 1:
             index = self._sample(target[owned])                                  # (C_s,) sorted rows
             weight = weight[index]
             target = torch.where(owned, torch.searchsorted(index, target), -1)
-        # The CosFace logit s·(cos − m·[j = y]) of cosface.losses, with the margin only where this
-        # rank owns the target; computed in place to keep one (N·B, C_local) buffer alive.
-        logits = normalized_cosines(embeddings, weight).mul_(self.s)            # (N·B, C_s)
+        # cosface.losses.margin_logits, with the margin only where this rank owns the target;
+        # computed in place to keep one (N·B, C_local) buffer alive.
+        cos = normalized_cosines(embeddings, weight)                             # (N·B, C_s)
         rows = owned.nonzero().squeeze(1)
-        logits.index_put_((rows, target[rows]), logits.new_tensor(-self.s * self.m), accumulate=True)
+        cols = target[rows]
+        adjusted = self.margin.target(cos[rows, cols])                            # (R,) owned targets only
+        logits = cos.index_put_((rows, cols), adjusted).mul_(self.s)
         return _ShardedCrossEntropy.apply(logits, target, self.group)
 
     def _sample(self, positives: torch.Tensor) -> torch.Tensor:

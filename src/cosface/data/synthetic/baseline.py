@@ -2,8 +2,8 @@
 
 A face model is only learning something if it beats this. Features are the flattened images,
 normalised as the model's input is; the scores and thresholds follow the reference protocol
-(SPEC §4). The reference concatenates each image's features with its mirror's; for raw pixels that
-changes no score (the mirror half repeats the same sums in another order, the fold mean too), so
+(docs/protocol.md). The reference concatenates each image's features with its mirror's; for raw
+pixels that changes no score (the mirror half repeats the same sums in another order, the fold mean too), so
 the pixels are used alone and the pair features are never materialised: at 37,632 values an
 image, a few thousand pairs would otherwise take gigabytes.
 """

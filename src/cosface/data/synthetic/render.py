@@ -333,6 +333,26 @@ def render(idn: Identity, rng: np.random.Generator, count: int,
     Returns (uint8 pixels, JPEG quality) pairs; pixels are (112, 112, 3) RGB, or (112, 112, 1) for
     the grayscale images.
     """
+    return render_with_landmarks(idn, rng, count, nz)[0]
+
+
+def face_landmarks(idn: Identity, shift, bend) -> np.ndarray:
+    """(K, 5, 2) face-space points of the five alignment landmarks: eye centres, the nose tip between
+    the nostrils, the mouth corners (the lip stroke's ends), with each image's yaw shift and smile bend."""
+    k = len(shift)
+    pts = np.empty((k, 5, 2), np.float64)
+    pts[:, :, 0] = np.array([-idn.eye_dx, idn.eye_dx, 0.0, -idn.mouth_w, idn.mouth_w]) + shift[:, None]
+    pts[:, :2, 1] = idn.eye_y
+    pts[:, 2, 1] = idn.nose_y
+    pts[:, 3:, 1] = (idn.mouth_y - bend)[:, None]
+    return pts
+
+
+def render_with_landmarks(idn: Identity, rng: np.random.Generator, count: int,
+                          nz: Nuisances = NUISANCES) -> tuple[list[tuple[np.ndarray, int]], np.ndarray]:
+    """`render`, plus the (count, 5, 2) float64 landmarks of each image in pixel coordinates with pixel
+    centres at integers (the alignment convention): the face-space points moved by the image's pose.
+    The random draws are render's, so the pixels are the same."""
     k = count
 
     def u(lo=0.0, hi=1.0, shape=None):
@@ -355,8 +375,16 @@ def render(idn: Identity, rng: np.random.Generator, count: int,
     _draw_eyes(canvas, idn, shift, gaze, openness)
     _draw_mouth(canvas, idn, shift, smile, mouth_open)
 
-    face = _warp(canvas, np.radians(u(-nz.rotation, nz.rotation, k)), nz.zoom * u(*nz.scale, k),
-                 u(-nz.shift, nz.shift, k), u(-nz.shift, nz.shift, k))
+    angle = np.radians(u(-nz.rotation, nz.rotation, k))
+    scale = nz.zoom * u(nz.scale[0], nz.scale[1], k)
+    tx, ty = u(-nz.shift, nz.shift, k), u(-nz.shift, nz.shift, k)
+    face = _warp(canvas, angle, scale, tx, ty)
+    # _warp samples face space at R(-angle) (g - t) / scale, so a face-space point p lands at g = t + scale R(angle) p.
+    pts = face_landmarks(idn, shift[:, 0, 0].astype(np.float64), (idn.smile + smile[:, 0, 0]).astype(np.float64))
+    c, s = np.cos(angle)[:, None], np.sin(angle)[:, None]
+    sc = scale[:, None].astype(np.float64)
+    landmarks = np.stack([tx[:, None] + sc * (c * pts[..., 0] - s * pts[..., 1]),
+                          ty[:, None] + sc * (s * pts[..., 0] + c * pts[..., 1])], axis=-1) + (_HALF - 0.5)
 
     # Background: a two-colour linear gradient in a random direction and a soft rectangle of
     # clutter, both separable in x and y, so built from (K, 3, 1, W) and (K, 3, H, 1) pieces.
@@ -409,4 +437,4 @@ def render(idn: Identity, rng: np.random.Generator, count: int,
             out.append((luma.astype(np.uint8)[:, :, None], int(quality[i])))
         else:
             out.append((pixels[i], int(quality[i])))
-    return out
+    return out, landmarks

@@ -1,0 +1,171 @@
+"""The fast IJB scoring against literal, loop-by-loop implementations of the same rules, on generated sets."""
+import math
+
+import numpy as np
+import pytest
+
+from cosface.errors import CosfaceError
+from cosface.evaluation import ijb_metrics as im
+
+
+# ---------------------------------------------------------------- literal implementations
+
+def literal_templates(feats, templates, medias):
+    """insightface's pooling written out: per template, per media mean, summed, normalised."""
+    out = {}
+    for t in sorted(set(templates.tolist())):
+        media_feats = []
+        for m in sorted(set(medias[templates == t].tolist())):
+            rows = [feats[i].astype(np.float64) for i in range(len(feats)) if templates[i] == t and medias[i] == m]
+            media_feats.append(sum(rows) / len(rows))
+        v = sum(media_feats)
+        out[t] = v / math.sqrt(float(v @ v))
+    return out
+
+
+def literal_tar_at_far(scores, labels, far):
+    neg = sorted((s for s, l in zip(scores, labels) if not l), reverse=True)
+    pos = [s for s, l in zip(scores, labels) if l]
+    allowed = math.floor(far * len(neg))
+    if allowed < 1:
+        return None
+    t = neg[allowed]                       # the (allowed + 1)-th highest
+    assert sum(1 for s in neg if s > t) <= allowed
+    return sum(1 for s in pos if s > t) / len(pos)
+
+
+def literal_identification(T, gallery, probes, ks, fpirs):
+    """gallery: [(template, subject)], probes: [(template, subject)], T: {template: feature}."""
+    ranks, top_nonmated, mate_scores = [], [], []
+    for pt, ps in probes:
+        sims = [(float(T[pt] @ T[gt]), gs) for gt, gs in gallery]
+        mate = [s for s, gs in sims if gs == ps]
+        if mate:
+            ranks.append(1 + sum(1 for s, gs in sims if gs != ps and s > mate[0]))
+            mate_scores.append(mate[0])
+        else:
+            top_nonmated.append(max(s for s, _ in sims))
+    rank = {k: sum(1 for r in ranks if r <= k) / len(ranks) for k in ks}
+    tpir = {}
+    for f in fpirs:
+        allowed = math.floor(f * len(top_nonmated))
+        if f * len(top_nonmated) < 1:
+            tpir[f] = None
+            continue
+        t = sorted(top_nonmated, reverse=True)[allowed]
+        tpir[f] = sum(1 for r, s in zip(ranks, mate_scores) if r == 1 and s > t) / len(ranks)
+    return rank, tpir
+
+
+# ---------------------------------------------------------------- generated sets
+
+def generated(seed, n_templates=40, subjects=12, dim=8):
+    """Templates of a few subjects, 1-3 media of 1-4 images each, features near the subject's centre."""
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(subjects, dim))
+    subject_of = rng.integers(0, subjects, n_templates)
+    tids = rng.permutation(np.arange(100, 100 + 3 * n_templates))[:n_templates]
+    feats, templates, medias = [], [], []
+    for t, s in zip(tids, subject_of):
+        for m in range(rng.integers(1, 4)):
+            for _ in range(rng.integers(1, 5)):
+                feats.append(np.concatenate([centres[s], centres[s]]) + rng.normal(0, 1.0, 2 * dim))
+                templates.append(t)
+                medias.append(1000 + m)       # media ids repeat across templates, as in IJB
+    p = rng.permutation(len(feats))
+    return (np.array(feats, np.float32)[p], np.array(templates)[p], np.array(medias)[p],
+            rng.uniform(0.1, 1.0, len(feats)).astype(np.float32)[p], tids, subject_of)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_pooling_and_scores_equal_literal(seed, monkeypatch):
+    feats, templates, medias, det, tids, _ = generated(seed)
+    monkeypatch.setattr(im, "_ROWS_PER_CHUNK", 7)      # many chunks, some templates larger than a chunk
+    x = im.image_inputs(feats, det)
+    d = feats.shape[1] // 2
+    np.testing.assert_array_equal(x, (feats[:, :d] + feats[:, d:]) * det[:, None])
+    got_ids, got = im.template_features(x, templates, medias)
+    want = literal_templates(x, templates, medias)
+    assert got_ids.tolist() == sorted(want)
+    np.testing.assert_allclose(got, np.stack([want[t] for t in got_ids]), rtol=0, atol=1e-12)
+
+    rng = np.random.default_rng(seed)
+    pairs = rng.choice(tids, size=(500, 2))
+    for chunk in (1 << 20, 64):                          # one block product / chunks on both paths
+        monkeypatch.setattr(im, "_PAIRS_PER_CHUNK", chunk)
+        monkeypatch.setattr(im, "_GATHER_ROWS", 16)
+        scores = im.pair_scores(got, im.template_index(got_ids, pairs[:, 0]), im.template_index(got_ids, pairs[:, 1]))
+        np.testing.assert_allclose(scores, [want[a] @ want[b] for a, b in pairs], rtol=0, atol=1e-12)
+
+
+def test_gather_path_when_pairs_are_sparse(monkeypatch):
+    rng = np.random.default_rng(5)
+    t = rng.normal(size=(300, 4))
+    left, right = rng.integers(0, 300, 50), rng.integers(0, 300, 50)   # 50 pairs over a 300 x 300 block: gather
+    monkeypatch.setattr(im, "_GATHER_ROWS", 8)
+    np.testing.assert_allclose(im.pair_scores(t, left, right), np.einsum("ij,ij->i", t[left], t[right]), atol=1e-12)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_tar_at_far_equals_literal(seed):
+    rng = np.random.default_rng(seed)
+    n = int(rng.integers(50, 3000))
+    # Rounded scores make ties, which the rule must treat as the literal one does.
+    scores = np.round(rng.normal(size=n), 2)
+    labels = rng.random(n) < 0.3
+    scores[labels] += 1.0
+    got = im.tar_at_far(scores, labels, fars=im.FARS)
+    for far in im.FARS:
+        assert got[far] == literal_tar_at_far(scores.tolist(), labels.tolist(), far), far
+
+
+def test_tar_at_far_known_answer():
+    # 10 different pairs 0.0 .. 0.9; FAR 0.1 allows one: threshold 0.8 -> same pairs above 0.8 are accepted.
+    neg = np.arange(10) / 10
+    pos = np.array([0.85, 0.95, 0.5, 0.8])
+    scores = np.concatenate([neg, pos])
+    labels = np.r_[np.zeros(10, bool), np.ones(4, bool)]
+    # FAR 0.3 allows three: threshold 0.6 (the 4th highest); 0.01 allows none: not measurable.
+    got = im.tar_at_far(scores, labels, fars=(0.1, 0.01, 0.3))
+    assert got == {0.1: 0.5, 0.01: None, 0.3: 0.75}
+
+
+@pytest.mark.parametrize("seed", [0, 3, 4])
+def test_identification_equals_literal(seed):
+    feats, templates, medias, det, tids, subject_of = generated(seed, n_templates=60, subjects=30)
+    ids, tf = im.template_features(im.image_inputs(feats, det), templates, medias)
+    T = {t: tf[i] for i, t in enumerate(ids)}
+    # Gallery: the first template of each of subjects 0..19; probes: every other template (some non-mated).
+    first = {}
+    for t, s in zip(tids, subject_of):
+        if s < 20:
+            first.setdefault(int(s), int(t))
+    gallery = [(t, s) for s, t in first.items()]
+    probes = [(int(t), int(s)) for t, s in zip(tids, subject_of) if int(t) not in first.values()]
+    got = im.identification(tf, ids, np.array([g[0] for g in gallery]), np.array([g[1] for g in gallery]),
+                            np.array([p[0] for p in probes]), np.array([p[1] for p in probes]),
+                            ranks=(1, 2, 5), fpirs=(0.01, 0.1, 0.5), chunk=7)
+    rank, tpir = literal_identification(T, gallery, probes, (1, 2, 5), (0.01, 0.1, 0.5))
+    assert got["rank"] == rank
+    assert got["tpir_at_fpir"] == tpir
+    assert got["mated_probes"] + got["non_mated_probes"] == len(probes)
+
+
+def test_identification_rejects_two_templates_of_one_subject():
+    tf = np.eye(3)
+    with pytest.raises(CosfaceError, match="subject 7 has 2 templates"):
+        im.identification(tf, np.array([1, 2, 3]), np.array([1, 2]), np.array([7, 7]), np.array([3]), np.array([7]),
+                          source="g.csv")
+
+
+def test_mean_identification_averages_and_keeps_unmeasurable():
+    a = {"rank": {1: 0.5}, "tpir_at_fpir": {0.01: None, 0.1: 0.2}}
+    b = {"rank": {1: 0.7}, "tpir_at_fpir": {0.01: 0.3, 0.1: 0.4}}
+    m = im.mean_identification({"G1": a, "G2": b})
+    assert m["rank"][1] == pytest.approx(0.6)
+    assert m["tpir_at_fpir"] == {0.01: None, 0.1: pytest.approx(0.3)}
+
+
+def test_mode_names_follow_insightface():
+    assert im.mode_name(flip=True, normalize=False, detector=True) == "N1D1F1"
+    assert im.mode_name(flip=False, normalize=True, detector=False) == "N0D0F0"
