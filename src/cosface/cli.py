@@ -28,6 +28,8 @@ COMMANDS = [
     "detect",
     "align",
     "import_insightface",
+    "gallery",
+    "serve",
     "pack",
     "unpack",
     "synth",

@@ -22,6 +22,10 @@ EXTRAS: dict[str, str] = {
     "nvidia.nvimgcodec": "gpu-decode",
     "tensorboard": "tensorboard",
     "torch.utils.tensorboard": "tensorboard",
+    "faiss": "faiss",
+    "fastapi": "serve",
+    "uvicorn": "serve",
+    "multipart": "serve",
 }
 
 

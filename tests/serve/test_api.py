@@ -1,0 +1,244 @@
+"""The REST API end to end with FastAPI's test client, on synthetic faces and the tiny model."""
+import base64
+import io
+import struct
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+
+pytest.importorskip("fastapi")
+pytest.importorskip("multipart")
+
+with warnings.catch_warnings():
+    # newer Starlette asks for httpx2 in its test client; httpx is what the serve extra's tests install
+    warnings.filterwarnings("ignore", message="Using `httpx` with")
+    from fastapi.testclient import TestClient  # noqa: E402
+
+from cosface.gallery import Gallery, ModelIdentity, open_gallery  # noqa: E402
+from cosface.serve import ServeSettings, Service, create_app  # noqa: E402
+
+KEY = "test-key-123456"
+
+
+@pytest.fixture
+def app_for(embedder, tmp_path):
+    services = []
+
+    def make(**settings):
+        gallery = open_gallery(tmp_path / "g.sqlite", embedder, index="exact")
+        service = Service(embedder, gallery, ServeSettings(**settings))
+        services.append(service)
+        return TestClient(create_app(service))
+
+    yield make
+    for s in services:
+        s.batcher.close()
+
+
+def png_bytes(w, h) -> bytes:
+    """A valid 1-bit PNG of w x h (all black), built row by row so it never needs w*h bytes of memory."""
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    z = zlib.compressobj(9)
+    row = b"\x00" * (1 + (w + 7) // 8)
+    idat = b"".join(z.compress(row) for _ in range(h)) + z.flush()
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", w, h, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+
+
+def error(r, status, code):
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert set(body) == {"error"} and body["error"]["code"] == code and body["error"]["message"]
+    assert "Traceback" not in r.text
+    return body["error"]["message"]
+
+
+def test_verify_embed_detect_identify_and_subjects(app_for, tiny, embedder):
+    c = app_for()
+    faces = tiny["faces"]
+    ada, bob = list(faces)[:2]
+    a1, a2 = faces[ada][0].read_bytes(), faces[ada][1].read_bytes()
+    h = c.get("/healthz").json()
+    assert h["status"] == "ok" and h["gallery"] == {"subjects": 0, "faces": 0}
+    assert h["model"]["sha256"] == ModelIdentity.of(embedder).model_sha256
+
+    # verify: multipart and base64 JSON give the Embedder's answer
+    r = c.post("/v1/verify", files={"image1": a1, "image2": a2})
+    assert r.status_code == 200, r.text
+    v = r.json()
+    expected = embedder.verify(str(faces[ada][0]), str(faces[ada][1]))
+    assert v["similarity"] == pytest.approx(expected.similarity, abs=1e-5)
+    assert v["threshold"] == pytest.approx(expected.threshold) and v["same"] == expected.same
+    assert len(v["faces"]) == 2 and v["faces"][0]["crop"].startswith("data:image/jpeg;base64,")
+    j = c.post("/v1/verify", json={"image1": base64.b64encode(a1).decode(),
+                                   "image2": "data:image/jpeg;base64," + base64.b64encode(a2).decode()}).json()
+    assert j["similarity"] == pytest.approx(v["similarity"], abs=1e-6)
+
+    # embed: two images in one request, the Embedder's rows
+    r = c.post("/v1/embed", files=[("image", a1), ("image", a2)])
+    assert r.status_code == 200, r.text
+    got = np.array([f["embedding"] for f in r.json()["faces"]], np.float32)
+    np.testing.assert_allclose(got, embedder.embed([str(faces[ada][0]), str(faces[ada][1])]), atol=1e-5)
+
+    # detect: an aligned crop is one face covering the image
+    d = c.post("/v1/detect", files={"image": a1}).json()
+    assert len(d["faces"]) == 1 and d["faces"][0]["box"] == [0, 0, 112, 112]
+
+    # subjects CRUD
+    r = c.post("/v1/subjects", data={"name": ada, "metadata": '{"team": "red"}'}, files=[("image", a1)])
+    assert r.status_code == 201, r.text
+    assert r.json()["subject"] == {"name": ada, "faces": 1, "metadata": {"team": "red"}, "face_ids": [1]}
+    r = c.post("/v1/subjects", json={"name": bob, "images": [base64.b64encode(p.read_bytes()).decode()
+                                                             for p in faces[bob]]})
+    assert r.status_code == 201 and r.json()["subject"]["faces"] == 2
+    error(c.post("/v1/subjects", data={"name": ada}, files=[("image", a1)]), 409, "subject_exists")
+    assert c.post(f"/v1/subjects/{ada}/faces", files=[("image", a2)]).json()["subject"]["faces"] == 2
+    assert [s["name"] for s in c.get("/v1/subjects").json()["subjects"]] == sorted([ada, bob])
+    thumb = c.get(f"/v1/subjects/{ada}/faces/1/thumbnail")
+    assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg" and thumb.content[:2] == b"\xff\xd8"
+
+    # identify: an enrolled photo finds its subject with score 1
+    r = c.post("/v1/identify", files={"image": faces[bob][1].read_bytes()}, data={"top_k": "2"})
+    assert r.status_code == 200, r.text
+    i = r.json()
+    assert i["identity"] == bob and i["known"] and i["matches"][0]["score"] == pytest.approx(1.0, abs=1e-4)
+    assert [m["name"] for m in i["matches"]] == [bob, ada] and i["matches"][0]["thumbnail"] == f"/v1/subjects/{bob}/thumbnail"
+    stranger = faces[list(faces)[2]][0].read_bytes()
+    strict = c.post("/v1/identify", files={"image": stranger}, data={"threshold": "0.9999"}).json()
+    assert strict["identity"] is None and not strict["known"] and strict["threshold_source"] == "given"
+    assert c.get(i["matches"][0]["thumbnail"]).status_code == 200
+    # ... and by an embedding the client computed with this model
+    emb = embedder.embed(str(faces[bob][1]))[0].tolist()
+    r = c.post("/v1/identify", json={"embedding": emb, "model_sha256": h["model"]["sha256"]})
+    assert r.status_code == 200 and r.json()["identity"] == bob
+
+    # rename, metadata, delete a face, delete a subject
+    r = c.patch(f"/v1/subjects/{ada}", json={"name": "Ada Renamed", "metadata": {"team": "blue"}})
+    assert r.status_code == 200 and r.json()["subject"]["metadata"] == {"team": "blue"}
+    error(c.get(f"/v1/subjects/{ada}"), 404, "no_subject")
+    assert c.delete("/v1/subjects/Ada Renamed/faces/1").json()["subject"]["faces"] == 1
+    error(c.delete("/v1/subjects/Ada Renamed/faces/1"), 404, "no_face")
+    assert c.delete(f"/v1/subjects/{bob}").json() == {"removed": bob, "faces": 2}
+    assert c.get("/healthz").json()["gallery"] == {"subjects": 1, "faces": 1}
+
+
+def encoded(image: np.ndarray, fmt: str = "JPEG") -> bytes:
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(image).save(buf, format=fmt)
+    return buf.getvalue()
+
+
+def test_photos_are_detected_and_aligned(app_for, embedder):
+    data = pytest.importorskip("skimage.data")
+    c = app_for()
+    astronaut = encoded(data.astronaut())
+    r = c.post("/v1/detect", files={"image": astronaut})
+    assert r.status_code == 200, r.text
+    faces = r.json()["faces"]
+    assert len(faces) == 1 and faces[0]["score"] > 0.9 and len(faces[0]["landmarks"]) == 5
+    # eyes, nose, mouth corners where they are in skimage's astronaut (hand-read), inside the box
+    points = np.array(faces[0]["landmarks"])
+    assert np.abs(points - [[205, 101], [247, 103], [224, 129], [203, 138], [244, 140]]).max() < 8
+    x0, y0, x1, y1 = faces[0]["box"]
+    assert (x0 < points[:, 0]).all() and (points[:, 0] < x1).all() and (y0 < points[:, 1]).all() and (points[:, 1] < y1).all()
+    crop = np.asarray(__import__("PIL.Image").Image.open(io.BytesIO(base64.b64decode(faces[0]["crop"].split(",")[1]))))
+    assert crop.shape == (112, 112, 3)
+    # the service's crop is the Embedder's: same embedding as embedding the photo directly
+    got = np.array(c.post("/v1/embed", files={"image": astronaut}).json()["faces"][0]["embedding"], np.float32)
+    np.testing.assert_allclose(got, embedder.embed(data.astronaut())[0], atol=2e-3)
+    assert c.post("/v1/subjects", data={"name": "Eileen"}, files={"image": astronaut}).status_code == 201
+    mirrored = encoded(np.ascontiguousarray(data.astronaut()[:, ::-1]), "PNG")
+    r = c.post("/v1/identify", files={"image": mirrored}).json()
+    assert r["matches"][0]["name"] == "Eileen" and r["matches"][0]["score"] > 0.9
+    assert "no face found" in error(c.post("/v1/identify", files={"image": encoded(data.coffee())}), 422, "no_face")
+
+
+def test_bad_requests_get_the_right_4xx_and_one_message(app_for, tiny, embedder):
+    c = app_for(max_upload_bytes=2 * 1024 * 1024)
+    photo = next(iter(tiny["faces"].values()))[0].read_bytes()
+    assert "image1" in error(c.post("/v1/verify", files={"image2": photo}), 400, "missing_image")
+    error(c.post("/v1/verify"), 400, "missing_image")
+    assert "not an image" in error(c.post("/v1/verify", files={"image1": b"hello, I am text", "image2": photo}),
+                                   415, "not_an_image")
+    bomb = png_bytes(30000, 30000)
+    assert len(bomb) < 2 * 1024 * 1024
+    assert "900000000 pixels" in error(c.post("/v1/identify", files={"image": bomb}), 413, "too_many_pixels")
+    assert "7000x7000 pixels" in error(c.post("/v1/identify", files={"image": png_bytes(7000, 7000)}), 413,
+                                       "too_many_pixels")
+    big = photo + b"\x00" * (2 * 1024 * 1024)
+    assert "limit" in error(c.post("/v1/embed", files={"image": big}), 413, "too_large")
+    error(c.post("/v1/verify", json={"image1": "%%%not base64", "image2": "x"}), 400, "bad_base64")
+    error(c.post("/v1/verify", content=b"{", headers={"content-type": "application/json"}), 400, "bad_json")
+    error(c.post("/v1/verify", content=b"x", headers={"content-type": "text/plain"}), 415, "unsupported_media_type")
+    no_face = io.BytesIO()
+    from PIL import Image
+
+    Image.new("RGB", (300, 200), (200, 200, 200)).save(no_face, format="PNG")
+    error(c.post("/v1/identify", files={"image": no_face.getvalue()}), 422, "no_face")
+    error(c.post("/v1/identify", json={"embedding": [0.1] * 8, "model_sha256": "0" * 64}), 409, "model_mismatch")
+    sha = ModelIdentity.of(embedder).model_sha256
+    error(c.post("/v1/identify", json={"embedding": [0.1] * 8, "model_sha256": sha}), 409, "model_mismatch")
+    error(c.post("/v1/identify", data={"top_k": "many"}, files={"image": photo}), 400, "bad_request")
+    error(c.post("/v1/verify", data={"threshold": "2"}, files={"image1": photo, "image2": photo}), 400, "bad_request")
+    error(c.get("/v1/nothing"), 404, "not_found")
+    error(c.delete("/v1/subjects/nobody"), 404, "no_subject")
+
+
+def test_api_key_on_every_request_but_health_and_page(app_for, tiny):
+    c = app_for(api_key=KEY)
+    photo = next(iter(tiny["faces"].values()))[0].read_bytes()
+    assert c.get("/healthz").status_code == 200
+    assert c.get("/").status_code == 200 and "<title>cosface</title>" in c.get("/").text
+    error(c.get("/v1/subjects"), 401, "unauthorized")
+    assert "wrong" in error(c.get("/v1/subjects", headers={"X-API-Key": "nope-nope"}), 401, "unauthorized")
+    error(c.post("/v1/verify", files={"image1": photo, "image2": photo}, headers={"X-API-Key": KEY + "x"}),
+          401, "unauthorized")
+    assert c.get("/v1/subjects", headers={"X-API-Key": KEY}).status_code == 200
+    r = c.post("/v1/verify", files={"image1": photo, "image2": photo}, headers={"Authorization": f"Bearer {KEY}"})
+    assert r.status_code == 200 and r.json()["similarity"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_a_gallery_of_another_model_is_refused_at_start(embedder, tmp_path):
+    from cosface.errors import CosfaceError
+
+    Gallery(tmp_path / "other.sqlite", ModelIdentity("iresnet50", 1024, "d" * 64, {}))
+    with pytest.raises(CosfaceError, match="another model"):
+        open_gallery(tmp_path / "other.sqlite", embedder)
+
+
+def test_concurrent_requests_share_forward_passes(embedder, tiny):
+    import threading
+
+    from cosface.serve import Batcher
+
+    calls = []
+
+    def slow_embed(x):
+        calls.append(len(x))
+        return embedder.embed(x)
+
+    b = Batcher(slow_embed, max_wait_s=0.2)
+    crops = np.stack([np.asarray(__import__("PIL.Image").Image.open(p).convert("RGB"))
+                      for p in next(iter(tiny["faces"].values()))])
+    results = [None] * 6
+    start = threading.Barrier(6)
+
+    def client(i):
+        start.wait()
+        results[i] = b.submit(crops[i % 2:i % 2 + 1]).result(timeout=60)
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    b.close()
+    assert sum(calls) == 6 and len(calls) < 6
+    for i, r in enumerate(results):
+        np.testing.assert_allclose(r, embedder.embed(crops[i % 2:i % 2 + 1]), atol=1e-5)
