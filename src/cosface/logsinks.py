@@ -60,13 +60,18 @@ def scalars(record: dict) -> list[tuple[str, float]]:
     return out
 
 
+def check_extras(log_cfg) -> None:
+    """Fail before anything is written when a configured sink's extra is missing."""
+    if log_cfg.tensorboard:
+        check("tensorboard", purpose="log.tensorboard = true")
+
+
 class MetricsLog:
     """Fans a record out to the run's sinks. Built on every rank (so a missing extra fails everywhere at
     start), writing only on the main one."""
 
     def __init__(self, out_dir: Path, log_cfg, is_main: bool):
-        if log_cfg.tensorboard:
-            check("tensorboard", purpose="log.tensorboard = true")
+        check_extras(log_cfg)
         self.sinks: list = []
         if is_main:
             self.sinks.append(JsonLinesSink(Path(out_dir) / "metrics.jsonl"))

@@ -24,6 +24,7 @@ from cosface.errors import CosfaceError
 from cosface.finetune import FineTune
 from cosface.fsio import write_text
 from cosface.logsinks import MetricsLog
+from cosface.logsinks import check_extras as check_log_extras
 from cosface.optim import clip_gradients, param_groups
 from cosface.parallel import Runtime, setup_runtime
 from cosface.portable import portable_config, portable_path
@@ -59,6 +60,7 @@ def train(cfg: Config, out_dir: str | Path, resume: str | None = None, progress:
     path. A directory holding an earlier run is refused unless resumed or `overwrite` (moves it aside)."""
     if not cfg.data.path:
         raise CosfaceError("no training data: pass --data DIR or set data.path in the config")
+    check_log_extras(cfg.log)
     runtime = setup_runtime(cfg.train.device, cfg.train.timeout_s)
     try:
         with runtime.failing_clearly(), claim_run_dir(out_dir, runtime, resume, overwrite):

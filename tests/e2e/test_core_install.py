@@ -16,7 +16,10 @@ from pathlib import Path
 from cosface.optional import EXTRAS
 
 SRC = Path(__file__).resolve().parents[2] / "src"
-BLOCKED = sorted({m.split(".")[0] for m in EXTRAS})
+# Top-level packages to hide; an extra reached through a core package (torch.utils.tensorboard) is hidden
+# by hiding what it imports (tensorboard), never the core package itself.
+CORE = {"torch", "numpy", "simplejpeg", "PIL", "scipy", "tqdm"}
+BLOCKED = sorted({m.split(".")[0] for m in EXTRAS} - CORE)
 
 BLOCKER = textwrap.dedent("""
     import sys
@@ -50,6 +53,10 @@ DRIVER = textwrap.dedent("""
             failed.append(f"{m.name}: {e}")
     img = work / "face.jpg"
     img.write_bytes(simplejpeg.encode_jpeg(np.full((112, 112, 3), 128, np.uint8)))
+    from PIL import Image
+    Image.fromarray(np.full((90, 120, 3), 128, np.uint8)).save(work / "photo.png")
+    (work / "run").mkdir()
+    (work / "run" / "metrics.jsonl").write_text('{"type": "step", "global_step": 1, "loss": 1.0}\\n')
     fake_onnx = work / "model.onnx"
     fake_onnx.write_bytes(b"\\x08\\x07")
     cases = {
@@ -59,11 +66,16 @@ DRIVER = textwrap.dedent("""
         "infer": ["infer", "--model", str(fake_onnx), "--lfw", str(work), "--no-progress"],
         "embed": ["embed", "--model", str(fake_onnx), str(img), "-o", str(work / "e.npy")],
         "verify": ["verify", "--model", str(fake_onnx), str(img), str(img)],
+        "detect": ["detect", str(work / "photo.png")],
+        "serve": ["serve", "--model", str(fake_onnx), "--port", "0"],
+        "plot": ["plot", str(work / "run"), "-o", str(work / "curves.png")],
         "config": ["config", "demo"],
         "synth": ["synth", str(work / "synth"), "--identities", "2", "--images-per-identity", "2",
                   "--lfw-identities", "20", "--lfw-images-per-identity", "2", "--pairs-per-fold", "1",
                   "--workers", "1", "--quiet"],
     }
+    cases["train --tensorboard"] = ["train", "--data", str(work / "synth" / "train"), "--out", str(work / "tbrun"),
+                                    "--tensorboard", "--no-progress", "--set", "data.workers=0"]
     results = {}
     for name, argv in cases.items():
         err, out = io.StringIO(), io.StringIO()
@@ -74,6 +86,7 @@ DRIVER = textwrap.dedent("""
                 rc = e.code
         results[name] = {"rc": rc, "stderr": err.getvalue()}
     results["demo made files"] = (work / "demo").exists()
+    results["train made files"] = (work / "tbrun").exists()
     print(json.dumps({"import_failures": failed, "results": results}))
 """)
 
@@ -90,7 +103,8 @@ def test_core_install_runs_or_names_the_extra(tmp_path):
     found = json.loads(proc.stdout.strip().splitlines()[-1])
     assert found["import_failures"] == []
     r = found["results"]
-    needs = {"demo": "onnx", "export": "onnx", "eval --plot": "plot", "infer": "onnx", "embed": "onnx", "verify": "onnx"}
+    needs = {"demo": "onnx", "export": "onnx", "eval --plot": "plot", "infer": "onnx", "embed": "onnx", "verify": "onnx",
+             "detect": "detect", "serve": "serve", "plot": "plot", "train --tensorboard": "tensorboard"}
     for case, extra in needs.items():
         rc, err = r[case]["rc"], r[case]["stderr"]
         assert rc == 2, (case, err)
@@ -99,6 +113,7 @@ def test_core_install_runs_or_names_the_extra(tmp_path):
         assert f"pip install 'cosface[{extra}]'" in lines[0], (case, err)
         assert "Traceback" not in err
     assert r["demo made files"] is False   # checked before any work
+    assert r["train made files"] is False
     for case in ("config", "synth"):       # commands that need no extra run to the end
         assert r[case]["rc"] == 0, (case, r[case]["stderr"])
 
@@ -112,5 +127,5 @@ def test_blocker_really_blocks(tmp_path):
     for module in BLOCKED:
         child = subprocess.run([sys.executable, "-c", f"import {module}"], env=env, capture_output=True, text=True)
         assert child.returncode != 0 and f"No module named '{module}'" in child.stderr, module
-    plain = subprocess.run([sys.executable, "-c", "import onnx, matplotlib"], capture_output=True, text=True)
+    plain = subprocess.run([sys.executable, "-c", "import onnx, matplotlib, torch"], capture_output=True, text=True)
     assert plain.returncode == 0, plain.stderr    # installed here: only the blocker hides them
