@@ -114,6 +114,11 @@ def _softmax(cfg) -> Margin:
     return Margin(1.0, 0.0, 0.0)
 
 
+def margin_text(head_cfg) -> str:
+    """The margin as the trainer's start line shows it: `m=` for CosFace and ArcFace, (m1, m2, m3) otherwise."""
+    return f"m={head_cfg.m}" if head_cfg.type in ("cosface", "arcface") else margin_for(head_cfg).describe()
+
+
 def margin_for(head_cfg) -> Margin:
     """The Margin of a [head] config section (its `type`, `m`, `m1`, `m2`, `m3`)."""
     return MARGINS.get(head_cfg.type)(head_cfg)

@@ -24,6 +24,7 @@ from cosface.errors import CosfaceError
 from cosface.finetune import FineTune
 from cosface.fsio import write_text
 from cosface.logsinks import MetricsLog
+from cosface.losses import margin_text
 from cosface.logsinks import check_extras as check_log_extras
 from cosface.optim import clip_gradients, param_groups
 from cosface.parallel import Runtime, setup_runtime
@@ -151,7 +152,7 @@ class Trainer:
                              prefetch=cfg.data.prefetch, pin_memory=rt.device.type == "cuda",
                              decoder=resolve_decoder(cfg.data.decoder, rt.device), device=rt.device,
                              max_pixels=cfg.data.max_pixels)
-        self._say(f"training {cfg.model.backbone} + {cfg.head.type} (s={cfg.head.s}, m={cfg.head.m}) on {len(source)} images, "
+        self._say(f"training {cfg.model.backbone} + {cfg.head.type} (s={cfg.head.s}, {margin_text(cfg.head)}) on {len(source)} images, "
                   f"{num_classes} classes, {rt.world_size} process(es) on {rt.device}; global batch {plan.global_batch}, "
                   f"{plan.steps_per_epoch} steps/epoch, epochs {start_epoch + 1}..{cfg.train.epochs}")
 
