@@ -21,7 +21,9 @@ from cosface.preprocess import DEFAULT, Preprocessing, decode_image
 EmbedFn = Callable[[np.ndarray], np.ndarray]
 
 
-class _PathSource:
+class PathSource:
+    """Image files by path, as the embedding pipeline reads them (read, describe; a subclass may add decode)."""
+
     def __init__(self, paths: Sequence[str | os.PathLike]):
         self.paths = [os.fspath(p) for p in paths]
 
@@ -69,7 +71,7 @@ def embed_images(
     """
     if batch_size < 1:
         raise CosfaceError(f"batch size must be >= 1, got {batch_size}")
-    source = images if hasattr(images, "read") else _PathSource(images)
+    source = images if hasattr(images, "read") else PathSource(images)
     n = len(source)
     if n == 0:
         raise CosfaceError("no images to embed")

@@ -16,7 +16,7 @@ import numpy as np
 
 from cosface.errors import CosfaceError
 from cosface.evaluation import ijb_metrics
-from cosface.evaluation.extract import EmbedFn, embed_images
+from cosface.evaluation.extract import EmbedFn, PathSource, embed_images
 from cosface.evaluation.ijb_data import IJBSet, load_ijb
 from cosface.preprocess import DEFAULT, decode_full
 
@@ -25,25 +25,12 @@ DESCRIPTION = ("IJB template protocol: 5-point ArcFace alignment, image + mirror
                "template sum (insightface's pooling), cosine of L2-normalised templates")
 
 
-class AlignedSource:
+class AlignedSource(PathSource):
     """The images of an IJB set for `embed_images`: decoded, then aligned from the listed five points."""
 
     def __init__(self, ijb: IJBSet):
+        super().__init__(ijb.paths)
         self.ijb = ijb
-        self.paths = ijb.paths
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def read(self, i: int) -> bytes:
-        try:
-            with open(self.paths[i], "rb") as f:
-                return f.read()
-        except OSError as e:
-            raise CosfaceError(f"cannot read image {self.paths[i]}: {e.strerror or e}") from None
-
-    def describe(self, i: int) -> str:
-        return self.paths[i]
 
     def decode(self, i: int, size: int) -> np.ndarray:
         from cosface.faces.align import align_face
