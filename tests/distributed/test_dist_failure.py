@@ -1,7 +1,7 @@
 """A rank that dies or stalls makes the others stop with a clear one-line error, not hang."""
 import pytest
 
-from conftest import write_image_folder
+from image_folders import write_image_folder
 from dist_launch import run_ranks
 
 ERROR = "cosface train: error: rank 0 of 2: a collective operation failed, so training stops"

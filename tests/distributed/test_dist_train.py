@@ -18,7 +18,7 @@ from cosface.checkpoint import list_checkpoints, load_checkpoint
 from cosface.config import load_config
 from cosface.trainer import train
 
-from conftest import write_image_folder
+from image_folders import write_image_folder
 from dist_launch import torchrun
 
 # Global batch 8 = 4 per micro-batch × (2 processes | 2 accumulated); 24 images = 3 steps; a save after

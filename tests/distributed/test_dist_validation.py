@@ -8,7 +8,7 @@ from cosface.checkpoint import load_checkpoint
 from cosface.config import load_config
 from cosface.trainer import train
 
-from conftest import write_image_folder
+from image_folders import write_image_folder
 from dist_launch import torchrun
 
 COMMON = ["model.input_size=64", "train.batch_size=4", "data.workers=0", "train.log_every=1", "train.device='cpu'",

@@ -16,7 +16,7 @@ from cosface.errors import CosfaceError
 from cosface.trainer import train
 from cosface.validation import Validator
 
-from conftest import write_image_folder
+from image_folders import write_image_folder
 
 # 64-pixel inputs: a quarter of the work of 112 per step, the same code.
 TINY = ["model.input_size=64", "train.batch_size=8", "data.workers=0", "train.log_every=1",

@@ -11,7 +11,7 @@ from cosface.evaluation.pairs import parse_pairs
 from cosface.validation import (FOLDS, IDENTITIES_FILE, PAIRS_FILE, choose_identities, count_identities, draw_pairs,
                                 split_validation)
 
-from conftest import write_image_folder
+from image_folders import write_image_folder
 
 
 def labels_of(sizes):
