@@ -10,7 +10,7 @@ def tiny(tmp_path_factory):
     """{"model": checkpoint path, "faces": {identity: [held-out aligned 112x112 JPEGs]}}."""
     from cosface.config import load_config
     from cosface.data.synthetic.writer import generate
-    from cosface.train import train
+    from cosface.trainer import train
 
     root = tmp_path_factory.mktemp("tiny_model")
     prev = torch.get_num_threads()
