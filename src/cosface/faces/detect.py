@@ -80,22 +80,28 @@ def get_detector(name: str = "retinaface", **options) -> Callable:
     return det
 
 
-def read_photo(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray:
-    """A photo file at full resolution -> (H, W, 3) uint8 RGB, turned upright as its EXIF orientation says."""
+class NotAnImageError(CosfaceError):
+    """The bytes are empty or do not decode as an image."""
+
+
+class TooManyPixelsError(CosfaceError):
+    """The image's header declares more pixels than the limit (refused before decoding)."""
+
+
+def decode_photo(data: bytes, *, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """Encoded photo bytes -> (H, W, 3) uint8 RGB at full resolution, turned upright as its EXIF
+    orientation says. The content decides the format, never a file name; the size is read from the header
+    and checked against `max_pixels` before any pixel is decoded (the guard of cosface.preprocess), and
+    every mode is brought to 8-bit RGB as training's decoder does."""
     from PIL import Image, ImageOps, UnidentifiedImageError
 
-    if data is None:
-        try:
-            data = Path(path).read_bytes()
-        except OSError as e:
-            raise CosfaceError(f"cannot read image {path}: {e.strerror or e}") from None
     if not data:
-        raise CosfaceError(f"{path}: empty file")
-    # The same guard as every other decoder (cosface.preprocess): the size from the header, before decoding.
+        raise NotAnImageError(f"{name}: empty file")
     dims = image_size(data)
-    if dims is not None and dims[0] * dims[1] > MAX_PIXELS:
-        raise CosfaceError(f"{path}: {dims[0]}x{dims[1]} image ({dims[0] * dims[1] / 1e6:.1f} megapixels) is above "
-                           f"the limit of {MAX_PIXELS / 1e6:g} megapixels; not decoded")
+    if dims is not None and dims[0] * dims[1] > max_pixels:
+        w, h = dims
+        raise TooManyPixelsError(f"{name}: {w}x{h} pixels ({w * h} pixels) is more than the limit of {max_pixels:,} "
+                                 f"pixels; not decoded")
     try:
         with Image.open(io.BytesIO(data)) as im:
             orientation = im.getexif().get(0x0112, 1)
@@ -105,13 +111,25 @@ def read_photo(path: str | os.PathLike, data: bytes | None = None) -> np.ndarray
                     return img
             im.load()
             upright = ImageOps.exif_transpose(im) if orientation != 1 else im
-            return to_rgb8(upright)            # every mode to 8-bit RGB, as training's decoder does
+            return to_rgb8(upright)
     except CosfaceError:
         raise
     except UnidentifiedImageError:
-        raise CosfaceError(f"{path}: not an image in a known format") from None
+        raise NotAnImageError(f"{name}: not an image in a known format") from None
+    except Image.DecompressionBombError as e:   # Pillow's own check, for formats whose header we do not read
+        raise TooManyPixelsError(f"{name}: more pixels than the limit of {max_pixels:,} (Pillow: {e})") from None
     except Exception as e:   # Pillow raises many types for broken files; all mean "not a usable image"
-        raise CosfaceError(f"{path}: not a decodable image ({type(e).__name__}: {e})") from None
+        raise NotAnImageError(f"{name}: not a decodable image ({type(e).__name__}: {e})") from None
+
+
+def read_photo(path: str | os.PathLike, data: bytes | None = None, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
+    """A photo file (or its bytes, already read) -> `decode_photo` of it, errors naming the file."""
+    if data is None:
+        try:
+            data = Path(path).read_bytes()
+        except OSError as e:
+            raise CosfaceError(f"cannot read image {path}: {e.strerror or e}") from None
+    return decode_photo(data, name=str(path), max_pixels=max_pixels)
 
 
 def _jpeg(data: bytes) -> np.ndarray | None:

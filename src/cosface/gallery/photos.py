@@ -6,14 +6,12 @@ other is searched for faces with the Embedder's detector and aligned to the mode
 """
 from __future__ import annotations
 
-import io
-import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from cosface.errors import CosfaceError
+from cosface.faces.detect import NotAnImageError, TooManyPixelsError, decode_photo, read_photo  # re-exported for the service
 
 MAX_PIXELS = 40_000_000   # decoded images larger than this are refused before decoding (decompression bombs)
 
@@ -22,53 +20,12 @@ class NoFaceError(CosfaceError):
     """The photo decoded, but holds no face the gallery can use."""
 
 
-class NotAnImageError(CosfaceError):
-    """The bytes are empty or do not decode as an image."""
-
-
-class TooManyPixelsError(CosfaceError):
-    """The image's header declares more pixels than the limit (refused before decoding)."""
-
-
 @dataclass
 class Crop:
     image: np.ndarray                      # (S, S, 3) uint8 RGB, aligned to the model's template
     box: tuple[float, float, float, float]  # x0, y0, x1, y1 in the photo's pixels
     score: float | None = None              # detector confidence (None: the photo was taken as a crop)
     landmarks: list = field(default_factory=list)
-
-
-def decode_photo(data: bytes, *, name: str = "image", max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    """Encoded bytes -> (H, W, 3) uint8 RGB at full size. The content decides the format, never a file name;
-    the pixel count is checked from the header before any pixel is decoded."""
-    from PIL import Image, ImageOps, UnidentifiedImageError
-
-    if not data:
-        raise NotAnImageError(f"{name}: empty file")
-    try:
-        with Image.open(io.BytesIO(data)) as im:
-            w, h = im.size
-            if w * h > max_pixels:
-                raise TooManyPixelsError(f"{name}: {w}x{h} pixels is more than the limit of {max_pixels:,} pixels")
-            img: Image.Image = ImageOps.exif_transpose(im)
-            img.load()
-            if img.mode != "RGB":
-                img = img.convert("RGBA").convert("RGB") if img.mode in ("P", "LA", "PA", "RGBA") else img.convert("RGB")
-            return np.asarray(img, dtype=np.uint8)
-    except UnidentifiedImageError:
-        raise NotAnImageError(f"{name}: not an image in a known format") from None
-    except Image.DecompressionBombError as e:   # Pillow's own, stricter check in Image.open
-        raise TooManyPixelsError(f"{name}: more pixels than the limit of {max_pixels:,} (Pillow: {e})") from None
-    except (OSError, SyntaxError, ValueError) as e:
-        raise NotAnImageError(f"{name}: not a decodable image ({e})") from None
-
-
-def read_photo(path: str | os.PathLike, *, max_pixels: int = MAX_PIXELS) -> np.ndarray:
-    try:
-        data = Path(path).read_bytes()
-    except OSError as e:
-        raise CosfaceError(f"cannot read image {path}: {e.strerror or e}") from None
-    return decode_photo(data, name=str(path), max_pixels=max_pixels)
 
 
 def face_crops(image: np.ndarray, embedder, *, name: str = "image", keep: str = "largest") -> list[Crop]:
