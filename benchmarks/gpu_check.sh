@@ -20,8 +20,8 @@
 # Usage: bash benchmarks/gpu_check.sh [OUTDIR] [--stages a,b,...] [--cpu]
 #   --cpu   a dry run on a machine without a GPU: tiny sizes on the CPU, to check that every stage's
 #           commands and arguments work (figures meaningless; GPU-only parts report "skipped").
-# Wheels missing on the GPU machine (simplejpeg; nvidia-nvimgcodec-cu12/cu13 for GPU decoding) are
-# installed from .whl/ when present: fill it beforehand with `pip download --no-deps -d .whl ...`.
+# Wheels missing on the GPU machine (simplejpeg; nvImageCodec and its nvJPEG library for GPU decoding) are
+# installed from .whl/ when present: fill it beforehand with `make gpu-wheels` and carry `.whl`.
 set -u
 OUTDIR=gpu_out; STAGES=step,data,loader,train,eval,tests; DRY=0
 while [ $# -gt 0 ]; do
@@ -37,13 +37,10 @@ PY=${PYTHON:-python3}
 WORK=${WORK:-/tmp/cosface_gpu_check}; mkdir -p "$WORK"
 RESULTS="$OUTDIR/results.txt"; : > "$RESULTS"
 
-for mod_whl in "simplejpeg:simplejpeg" "nvidia.nvimgcodec:nvidia_nvimgcodec"; do
-  mod=${mod_whl%%:*}; whl=${mod_whl##*:}
-  if ! $PY -c "import $mod" 2>/dev/null && ls .whl/${whl}*.whl >/dev/null 2>&1; then
-    $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/${whl}*.whl \
-      && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
-  fi
-done
+if [ $DRY = 0 ] && ls .whl/*.whl >/dev/null 2>&1; then
+  $PY -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl \
+    && export PYTHONPATH="/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
+fi
 export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD/src" PYTHONUNBUFFERED=1
 
 if [ $DRY = 1 ]; then
@@ -70,6 +67,9 @@ run_stage() {
 
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null || echo "no nvidia-smi"
   $PY -c "import torch, os; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'cpus', os.cpu_count())"
+  # which decoder data.decoder = "auto" takes here, and why not the GPU when it does not
+  $PY -c "import torch; from cosface.data.gpu_decode import resolve_decoder
+print('data.decoder auto ->', resolve_decoder('auto', torch.device('$DEV'), note=print))" 2>&1 | grep -v "ERROR\|Failed to load\|Note: If"
   uptime; } | tee "$OUTDIR/machine.txt"
 
 # ---- stage: step ---------------------------------------------------------------------------------

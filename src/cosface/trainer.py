@@ -150,7 +150,7 @@ class Trainer:
         loader = make_loader(source, plan, rank=rt.rank, seed=cfg.train.seed, flip=cfg.data.flip,
                              image_size=cfg.model.input_size, workers=cfg.data.workers,
                              prefetch=cfg.data.prefetch, pin_memory=rt.device.type == "cuda",
-                             decoder=resolve_decoder(cfg.data.decoder, rt.device), device=rt.device,
+                             decoder=resolve_decoder(cfg.data.decoder, rt.device, note=self._say), device=rt.device,
                              max_pixels=cfg.data.max_pixels)
         self._say(f"training {cfg.model.backbone} + {cfg.head.type} (s={cfg.head.s}, {margin_text(cfg.head)}) on {len(source)} images, "
                   f"{num_classes} classes, {rt.world_size} process(es) on {rt.device}; global batch {plan.global_batch}, "

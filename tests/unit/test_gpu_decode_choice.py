@@ -57,7 +57,7 @@ class _FakeNvImgCodec:
             self.data = data
 
     class Decoder:
-        def __init__(self, device_id=0):
+        def __init__(self, device_id=0, backends=None):
             self.calls = 0
 
         def decode(self, srcs, params=None, cuda_stream=0):
@@ -104,3 +104,77 @@ def test_gpu_loader_logic_order_labels_fallback_and_resize_on_a_cpu(image_folder
     it = iter(loader)
     next(it)
     it.close()
+
+
+# ---- the real nvImageCodec on a machine without a GPU --------------------------------------------
+# Its CPU codecs run anywhere, so the calls the GPU loader makes (CodeStream, DecodeParams, batched
+# decode on a stream) are checked against the installed release here, and so is the refusal of a
+# decoder that decodes on the CPU: without nvJPEG, nvImageCodec falls back to those codecs quietly.
+
+def _real_nvimgcodec():
+    return pytest.importorskip("nvidia.nvimgcodec", reason="nvImageCodec is not installed (pip install 'cosface[gpu-decode]')")
+
+
+def _jpeg(mode: str, seed: int) -> bytes:
+    import io
+
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    shape = (112, 112, 3) if mode == "RGB" else (112, 112)
+    out = io.BytesIO()
+    Image.fromarray(rng.integers(0, 256, shape, dtype=np.uint8), mode).save(out, "JPEG", quality=92)
+    return out.getvalue()
+
+
+def test_the_loaders_calls_work_on_the_installed_nvimgcodec_and_match_libjpeg_turbo():
+    from cosface.data.gpu_decode import code_streams, decode_params
+    from cosface.preprocess import decode_image
+
+    nvimgcodec = _real_nvimgcodec()
+    cpu_decoder = nvimgcodec.Decoder(device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY,
+                                     backends=[nvimgcodec.Backend(nvimgcodec.CPU_ONLY)])
+    blobs = [_jpeg("RGB", 1), b"\xff\xd8 not a jpeg", _jpeg("L", 2)]
+    out = cpu_decoder.decode(code_streams(nvimgcodec, blobs), params=decode_params(nvimgcodec), cuda_stream=0)
+    assert out[1] is None                                   # undecodable: None in its place, the rest decoded
+    for blob, img in ((blobs[0], out[0]), (blobs[2], out[2])):
+        assert img.shape == (112, 112, 3) and img.dtype == np.uint8    # grayscale comes out as 3-channel RGB too
+        assert np.array_equal(np.asarray(img.cpu()), decode_image(blob, 112))
+
+
+def test_a_decoder_that_decodes_on_the_cpu_is_refused_with_the_package_to_install():
+    from cosface.data.gpu_decode import check_decodes_on_device
+
+    nvimgcodec = _real_nvimgcodec()
+    cpu_decoder = nvimgcodec.Decoder(device_id=nvimgcodec.NVIMGCODEC_DEVICE_CPU_ONLY,
+                                     backends=[nvimgcodec.Backend(nvimgcodec.CPU_ONLY)])
+    with pytest.raises(CosfaceError, match=r"into GPU memory here \(a test JPEG was decoded into STRIDED_HOST, "
+                                           r"not GPU memory\).*pip install 'cosface\[gpu-decode\]'"):
+        check_decodes_on_device(nvimgcodec, cpu_decoder)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the machine without a GPU")
+def test_opening_the_gpu_decoder_without_a_gpu_is_one_clear_error():
+    from cosface.data.gpu_decode import open_gpu_decoder
+
+    nvimgcodec = _real_nvimgcodec()
+    with pytest.raises(CosfaceError, match=r"^nvImageCodec cannot decode JPEG into GPU memory here .*data.decoder = 'cpu'$"):
+        open_gpu_decoder(nvimgcodec, 0)
+
+
+def test_auto_falls_back_to_the_cpu_with_a_note_when_the_gpu_decoder_fails(monkeypatch):
+    from cosface.data import gpu_decode
+
+    class NoGpuDecoder(_FakeNvImgCodec):
+        class Decoder:
+            def __init__(self, device_id=0, backends=None):
+                raise RuntimeError("Internal error - Could not create decoder. Code: 8")
+
+    monkeypatch.setattr(gpu_decode, "require", lambda module, extra=None, purpose="": NoGpuDecoder)
+    notes: list[str] = []
+    assert gpu_decode.resolve_decoder("auto", torch.device("cuda", 0), note=notes.append) == "cpu"
+    assert len(notes) == 1 and notes[0].startswith("data.decoder = 'auto' decodes on the CPU: nvImageCodec cannot")
+    assert "Could not create decoder" in notes[0]
+    monkeypatch.setattr(gpu_decode, "require", lambda module, extra=None, purpose="": _FakeNvImgCodec)
+    assert gpu_decode.resolve_decoder("auto", torch.device("cuda", 0), note=notes.append) == "gpu"
+    assert len(notes) == 1

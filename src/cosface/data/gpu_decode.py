@@ -12,12 +12,20 @@ differ by one level in a few pixels); images that are not input_size square are 
 image nvImageCodec cannot decode (or one that is not 3-channel after decoding) is decoded on the CPU
 with cosface.preprocess.decode_image, and an unreadable one is replaced by the next readable sample,
 as on the CPU path.
+
+nvImageCodec also carries CPU codecs (libjpeg-turbo, OpenCV), and without its nvJPEG library (the
+`nvjpeg` extra of its wheel, which cosface's `gpu-decode` extras bring, or a CUDA toolkit) it quietly decodes with those instead. The decoder is
+therefore opened with its GPU backends only and checked on a small JPEG before training starts: a
+machine where it cannot decode into GPU memory gets a one-line error ("gpu") or the CPU path with a
+note saying why ("auto"), never a CPU decoder under the GPU's name.
 """
 from __future__ import annotations
 
 import contextlib
+import io
 import queue
 import threading
+from collections.abc import Callable
 
 import numpy as np
 import torch
@@ -27,22 +35,86 @@ from cosface.optional import require
 from cosface.preprocess import MAX_PIXELS, decode_image
 
 DECODERS = ("cpu", "gpu", "auto")
+# nvImageCodec's backends that decode on the GPU: nvJPEG's hardware engines, its CUDA decoder and its
+# hybrid one (Huffman on the CPU, the rest on the GPU: the fast one for small images). Its CPU-only
+# codecs are left out on purpose (see the module's docstring).
+GPU_BACKENDS = ("HW_GPU_ONLY", "GPU_ONLY", "HYBRID_CPU_GPU")
+NO_GPU_DECODER = ("nvImageCodec cannot decode JPEG into GPU memory here ({why}); it needs the nvJPEG library: "
+                  "pip install 'cosface[gpu-decode]' (CUDA 13 builds of torch; 'cosface[gpu-decode-cu12]' for CUDA 12), "
+                  "or set data.decoder = 'cpu'")
 
 
-def gpu_decoder_available() -> bool:
+def decode_params(nvimgcodec):
+    """The same decoding on both paths: EXIF orientation ignored, 8-bit interleaved RGB."""
+    return nvimgcodec.DecodeParams(apply_exif_orientation=False)
+
+
+def code_streams(nvimgcodec, blobs: list[bytes]) -> list:
+    """What Decoder.decode takes: CodeStreams in recent releases, the bytes themselves in older ones."""
+    wrap = getattr(nvimgcodec, "CodeStream", None)
+    return [wrap(b) for b in blobs] if wrap is not None else list(blobs)
+
+
+def _probe_jpeg() -> bytes:
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 40, 90)).save(out, "JPEG", quality=90)
+    return out.getvalue()
+
+
+def check_decodes_on_device(nvimgcodec, decoder) -> None:
+    """Raise NO_GPU_DECODER unless `decoder` decodes a small JPEG into device memory."""
     try:
-        require("nvidia.nvimgcodec", purpose="GPU decoding")
-    except CosfaceError:
-        return False
-    return torch.cuda.is_available()
+        img = decoder.decode(code_streams(nvimgcodec, [_probe_jpeg()]), params=decode_params(nvimgcodec))[0]
+    except RuntimeError as e:
+        raise CosfaceError(NO_GPU_DECODER.format(why=f"a test JPEG failed: {e}")) from e
+    if img is None:
+        raise CosfaceError(NO_GPU_DECODER.format(why="no GPU decoder took a test JPEG"))
+    kinds = getattr(nvimgcodec, "ImageBufferKind", None)
+    kind = getattr(img, "buffer_kind", None)
+    if kinds is not None and kind is not None and kind != kinds.STRIDED_DEVICE:
+        raise CosfaceError(NO_GPU_DECODER.format(why=f"a test JPEG was decoded into {getattr(kind, 'name', kind)}, "
+                                                     f"not GPU memory"))
 
 
-def resolve_decoder(decoder: str, device: torch.device) -> str:
-    """"cpu" or "gpu" for `data.decoder` on `device`; "auto" is the GPU when it can be used."""
+def open_gpu_decoder(nvimgcodec, device_index: int):
+    """An nvImageCodec Decoder on GPU `device_index` with its GPU backends only, checked on a test JPEG."""
+    backends = [nvimgcodec.Backend(getattr(nvimgcodec, kind)) for kind in GPU_BACKENDS if hasattr(nvimgcodec, kind)]
+    try:
+        decoder = nvimgcodec.Decoder(device_id=device_index, backends=backends)
+    except RuntimeError as e:              # no backend could be created (no nvJPEG, no CUDA device)
+        raise CosfaceError(NO_GPU_DECODER.format(why=f"no GPU decoder could be created: {e}")) from e
+    check_decodes_on_device(nvimgcodec, decoder)
+    return decoder
+
+
+def _device_index(device: torch.device) -> int:
+    if device.index is not None:
+        return device.index
+    return torch.cuda.current_device() if torch.cuda.is_available() else 0
+
+
+def resolve_decoder(decoder: str, device: torch.device, note: Callable[[str], None] | None = None) -> str:
+    """"cpu" or "gpu" for `data.decoder` on `device`. "auto" is the GPU when nvImageCodec is installed,
+    training is on CUDA and a test JPEG decodes into GPU memory; otherwise the CPU, and when it was
+    installed but failed the check, `note` is told why."""
     if decoder not in DECODERS:
         raise CosfaceError(f"data.decoder must be one of {DECODERS}, got {decoder!r}")
     if decoder == "auto":
-        return "gpu" if device.type == "cuda" and gpu_decoder_available() else "cpu"
+        if device.type != "cuda":
+            return "cpu"
+        try:
+            nvimgcodec = require("nvidia.nvimgcodec", purpose="GPU decoding")
+        except CosfaceError:
+            return "cpu"
+        try:
+            open_gpu_decoder(nvimgcodec, _device_index(device))
+        except CosfaceError as e:
+            if note is not None:
+                note(f"data.decoder = 'auto' decodes on the CPU: {e}")
+            return "cpu"
+        return "gpu"
     if decoder == "gpu":
         if device.type != "cuda":
             raise CosfaceError(f"data.decoder = 'gpu' needs a CUDA training device (train.device is {device}); "
@@ -59,9 +131,9 @@ class GpuDecodeLoader:
         nvimgcodec = require("nvidia.nvimgcodec", purpose="data.decoder = 'gpu'")
         self.source, self.sampler, self.image_size = source, sampler, image_size
         self.device, self.prefetch, self.max_pixels = device, max(1, prefetch), max_pixels
-        self._decoder = nvimgcodec.Decoder(device_id=device.index or 0)
-        self._params = nvimgcodec.DecodeParams(apply_exif_orientation=False)
-        self._code_stream = getattr(nvimgcodec, "CodeStream", None)
+        self._nvimgcodec = nvimgcodec
+        self._decoder = open_gpu_decoder(nvimgcodec, _device_index(device))
+        self._params = decode_params(nvimgcodec)
         self._labels = torch.as_tensor(np.asarray(source.labels, dtype=np.int64))
 
     def __len__(self) -> int:
@@ -124,10 +196,9 @@ class GpuDecodeLoader:
                 where.append(k)
             except (ValueError, OSError):
                 pass                                                       # the CPU fallback reports it
-        if self._code_stream is not None:        # recent releases decode CodeStreams; older ones take bytes
-            blobs = [self._code_stream(b) for b in blobs]
         cuda_stream = stream.cuda_stream if stream is not None else 0
-        decoded = self._decoder.decode(blobs, params=self._params, cuda_stream=cuda_stream) if blobs else []
+        decoded = (self._decoder.decode(code_streams(self._nvimgcodec, blobs), params=self._params,
+                                        cuda_stream=cuda_stream) if blobs else [])
         got = dict(zip(where, decoded))
         images = torch.empty((len(idx), size, size, 3), dtype=torch.uint8, device=self.device)
         used = np.asarray(idx, dtype=np.int64).copy()
