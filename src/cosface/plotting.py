@@ -84,12 +84,15 @@ def plot_runs(run_dirs: list[str | os.PathLike], out: str | os.PathLike = "curve
             x, y = _series(rec, kind, key.replace("mean", "auc"), x="epoch")
             if x:
                 ax_auc.plot(x, y, style, color=c, label=f"{name}: {what}")
-            tars = [r for r in rec if r.get("type") == kind and isinstance(r.get(key.replace("mean", "tar_at_far")), dict)]
+            tar_key = key.replace("mean", "tar_at_far")
+            tars = [(r["epoch"], r[tar_key]) for r in rec if r.get("type") == kind and isinstance(r.get(tar_key), dict)]
             if tars:
-                fars = list(tars[0][key.replace("mean", "tar_at_far")])
-                for far, ls in zip(fars, far_styles):
-                    ax_tar.plot([r["epoch"] for r in tars], [100 * r[key.replace("mean", "tar_at_far")][far] for r in tars],
-                                ls, marker="o" if kind == "val" else "s", color=c, label=f"{name}: {what} FAR={far}")
+                for far, ls in zip(list(tars[0][1]), far_styles):
+                    # null: the FAR was not measurable on that set's pairs; there is no point to draw
+                    pts = [(e, t[far]) for e, t in tars if t.get(far) is not None]
+                    if pts:
+                        ax_tar.plot([e for e, _ in pts], [100 * v for _, v in pts], ls,
+                                    marker="o" if kind == "val" else "s", color=c, label=f"{name}: {what} FAR={far}")
         for b in [r for r in rec if r.get("type") == "best"][-1:]:
             ax_acc.plot([b["epoch"]], [100 * b["value"]], marker="*", markersize=16, color=c, linestyle="none",
                         label=f"{name}: best.pt (epoch {b['epoch']})")

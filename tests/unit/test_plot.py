@@ -37,6 +37,31 @@ def test_two_runs_make_one_png(tmp_path):
     assert int.from_bytes(data[16:20], "big") == 1600 and int.from_bytes(data[20:24], "big") == 900
 
 
+def test_unmeasurable_far_is_left_out_not_a_crash(tmp_path):
+    # A small LFW or validation set logs TAR at FAR 1e-3 as null (fewer than 1000 different pairs).
+    d = tmp_path / "run"
+    d.mkdir()
+    recs = [{"type": "step", "epoch": 1, "step": 1, "global_step": 1, "loss": 5.0, "lr": 0.1, "images_per_s": 9.0}]
+    for e in (1, 2):
+        recs.append({"type": "val", "epoch": e, "global_step": e, "val_mean": 0.7, "val_auc": 0.8,
+                     "val_tar_at_far": {"0.1": 0.4 if e == 2 else None, "0.01": None, "0.001": None}})
+    (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in recs))
+    import matplotlib.pyplot as plt
+    drawn = []
+    real = plt.Axes.plot
+    def spy(ax, *args, **kw):
+        drawn.append(kw.get("label"))
+        return real(ax, *args, **kw)
+    plt.Axes.plot = spy
+    try:
+        out = plot_runs([d], tmp_path / "c.png")
+    finally:
+        plt.Axes.plot = real
+    assert out.read_bytes()[:4] == b"\x89PNG"
+    assert "run: validation FAR=0.1" in drawn
+    assert not any(label and ("FAR=0.01" in label or "FAR=0.001" in label) for label in drawn)
+
+
 def test_bad_run_dirs_are_clear_errors(tmp_path):
     with pytest.raises(CosfaceError, match="metrics.jsonl not found"):
         plot_runs([tmp_path], tmp_path / "c.png")

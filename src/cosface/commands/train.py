@@ -5,7 +5,8 @@ def add_parser(sub) -> None:
     p = sub.add_parser("train", help="train a backbone + margin head",
                        description="Train on an image folder (root/<class>/<image>) or a packed RecordIO "
                                    "directory. Under torchrun every rank runs this same command.")
-    p.add_argument("--config", help="TOML file, or the name of a shipped preset (casia_mobilefacenet_cosface, demo)")
+    p.add_argument("--config", help="TOML file, or the name of a preset shipped in the package (casia_mobilefacenet_cosface, "
+                                      "demo, and the field's recipes; a wrong name lists them all)")
     p.add_argument("--data", help="training data directory (overrides data.path)")
     p.add_argument("--out", help="run directory for checkpoints, config, classes and metrics (default: runs/<config name>)")
     p.add_argument("--lfw", help="LFW-style folder verified at each save (overrides eval.lfw)")
