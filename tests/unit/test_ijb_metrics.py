@@ -130,6 +130,48 @@ def test_tar_at_far_known_answer():
     assert got == {0.1: 0.5, 0.01: None, 0.3: 0.75}
 
 
+def insightface_reading(scores, labels, far, drop_intermediate=True):
+    """How insightface's ijb_11.py / eval_ijbc.py read TAR at a FAR: the points of sklearn's roc_curve
+    (one per distinct score, highest first, after (0, 0); with drop_intermediate only the first, the last
+    and the corners are kept), then the point whose FPR is nearest the target, highest TPR among equals."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]          # last index of each distinct score
+    tps = np.cumsum(y)[last]
+    fps = last + 1 - tps
+    if drop_intermediate and len(fps) > 2:
+        keep = np.r_[True, (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0), True]
+        fps, tps = fps[keep], tps[keep]
+    fpr, tpr = np.r_[0, fps] / fps[-1], np.r_[0, tps] / tps[-1]
+    gap = np.abs(fpr - far)
+    return float(tpr[gap == gap.min()].max())
+
+
+def test_insightface_reads_the_nearest_kept_roc_corner():
+    # 40 different pairs, the 7 highest in one run with no same pair between them; FAR 0.1 allows 4.
+    neg = np.r_[np.linspace(0.9, 0.84, 7), np.linspace(0.3, -0.5, 33)]
+    pos = np.array([0.99, 0.5, 0.45])
+    scores = np.r_[pos, neg]
+    labels = np.r_[np.ones(3, bool), np.zeros(40, bool)]
+    assert im.tar_at_far(scores, labels, fars=(0.1,)) == {0.1: pytest.approx(1 / 3)}     # threshold: 5th highest
+    # sklearn keeps the run's two ends (FPR 0 and 7/40); 7/40 is nearer 0.1, with all three same pairs above it.
+    assert insightface_reading(scores, labels, 0.1) == 1.0
+    assert insightface_reading(scores, labels, 0.1, drop_intermediate=False) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_insightface_reading_is_never_below_ours(seed):
+    rng = np.random.default_rng(seed)
+    n_neg = int(rng.choice([1000, 1234, 5000]))
+    scores = np.r_[rng.normal(1.5, 1, 300), rng.normal(0, 1, n_neg)]
+    labels = np.r_[np.ones(300, bool), np.zeros(n_neg, bool)]
+    ours = im.tar_at_far(scores, labels, fars=(1e-3, 1e-2, 1e-1))
+    for far, tar in ours.items():
+        assert insightface_reading(scores, labels, far) >= tar
+        if (far * n_neg) % 1 < 0.5:      # nearest point of the full curve: floor(FAR n) false accepts, as ours
+            assert insightface_reading(scores, labels, far, drop_intermediate=False) == tar
+
+
 @pytest.mark.parametrize("seed", [0, 3, 4])
 def test_identification_equals_literal(seed):
     feats, templates, medias, det, tids, subject_of = generated(seed, n_templates=60, subjects=30)
