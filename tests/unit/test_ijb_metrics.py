@@ -98,6 +98,26 @@ def test_pooling_and_scores_equal_literal(seed, monkeypatch):
         np.testing.assert_allclose(scores, [want[a] @ want[b] for a, b in pairs], rtol=0, atol=1e-12)
 
 
+def test_image_inputs_flip_sum_then_normalise_then_detector_score():
+    # One image: f(image) = (3, 0), f(mirror) = (0, 4), detector score 2 (insightface's order: F, N, D).
+    feats = np.array([[3.0, 0.0, 0.0, 4.0]], np.float32)
+    det = np.array([2.0], np.float32)
+    np.testing.assert_allclose(im.image_inputs(feats, det), [[6.0, 8.0]])                        # N1D1F1
+    np.testing.assert_allclose(im.image_inputs(feats, det, normalize=True), [[1.2, 1.6]])        # N0D1F1
+    np.testing.assert_allclose(im.image_inputs(feats, None), [[3.0, 4.0]])                       # N1D0F1
+    np.testing.assert_allclose(im.image_inputs(feats, det, flip=False), [[6.0, 0.0]])            # N1D1F0
+    np.testing.assert_allclose(im.image_inputs(feats, det, flip=False, normalize=True), [[2.0, 0.0]])
+
+
+def test_a_still_weighs_as_much_as_a_whole_video():
+    # Template 7: a still (1, 0) in media 1 and a video of two frames (0, 1), (0, 3) in media 2: the
+    # video's mean (0, 2) plus the still gives (1, 2). Template 9 reuses media id 2 for its own image.
+    feats = np.array([[1, 0], [0, 1], [0, 3], [5, 0]], np.float64)
+    tids, t = im.template_features(feats, np.array([7, 7, 7, 9]), np.array([1, 2, 2, 2]))
+    assert tids.tolist() == [7, 9]
+    np.testing.assert_allclose(t, [[1 / np.sqrt(5), 2 / np.sqrt(5)], [1.0, 0.0]], atol=1e-15)
+
+
 def test_gather_path_when_pairs_are_sparse(monkeypatch):
     rng = np.random.default_rng(5)
     t = rng.normal(size=(300, 4))
