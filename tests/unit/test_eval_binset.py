@@ -110,3 +110,29 @@ def test_codecs_encode_only_for_latin1(tmp_path):
     path.write_bytes(b"truncated\x80")
     with pytest.raises(CosfaceError, match="not a readable verification .bin"):
         load_bin(path)
+
+
+def test_insightface_protocol_sums_image_and_mirror_and_pairs_consecutive_images(tmp_path):
+    # 43 pairs (folds of 5, 5, 5, 4, ...), a quarter of the flags flipped so thresholds and folds matter.
+    images, issame = make_bin(43, seed=1)
+    issame = [s != (i % 4 == 1) for i, s in enumerate(issame)]
+    path = tmp_path / "set.bin"
+    path.write_bytes(pickle.dumps((images, issame)))
+    report = evaluate_bin(pooled_embed, path, progress=False, batch_size=7)
+
+    # Independently: decode, embed image and mirror, sum in float64, L2-normalise, pair 2i with 2i+1.
+    pixels = np.stack([simplejpeg.decode_jpeg(b, colorspace="RGB") for b in images])
+    e = pooled_embed(pixels).astype(np.float64) + pooled_embed(pixels[:, :, ::-1]).astype(np.float64)
+    e /= np.linalg.norm(e, axis=1, keepdims=True)
+    dist = np.sum((e[0::2] - e[1::2]) ** 2, axis=1)
+    grid = np.arange(0, 4, 0.01)
+    same = np.array(issame)
+    bounds = np.cumsum([0] + [5] * 3 + [4] * 7)
+    for k in range(10):
+        test = np.zeros(43, bool)
+        test[bounds[k]:bounds[k + 1]] = True
+        train_acc = [np.mean((dist[~test] < t) == same[~test]) for t in grid]
+        t = grid[int(np.argmax(train_acc))]
+        assert report.thresholds[k] == t
+        assert report.folds[k] == np.mean((dist[test] < t) == same[test])
+    np.testing.assert_allclose(report.scores, 1 - dist / 2, atol=1e-12)

@@ -98,6 +98,26 @@ def test_pooling_and_scores_equal_literal(seed, monkeypatch):
         np.testing.assert_allclose(scores, [want[a] @ want[b] for a, b in pairs], rtol=0, atol=1e-12)
 
 
+def test_image_inputs_flip_sum_then_normalise_then_detector_score():
+    # One image: f(image) = (3, 0), f(mirror) = (0, 4), detector score 2 (insightface's order: F, N, D).
+    feats = np.array([[3.0, 0.0, 0.0, 4.0]], np.float32)
+    det = np.array([2.0], np.float32)
+    np.testing.assert_allclose(im.image_inputs(feats, det), [[6.0, 8.0]])                        # N1D1F1
+    np.testing.assert_allclose(im.image_inputs(feats, det, normalize=True), [[1.2, 1.6]])        # N0D1F1
+    np.testing.assert_allclose(im.image_inputs(feats, None), [[3.0, 4.0]])                       # N1D0F1
+    np.testing.assert_allclose(im.image_inputs(feats, det, flip=False), [[6.0, 0.0]])            # N1D1F0
+    np.testing.assert_allclose(im.image_inputs(feats, det, flip=False, normalize=True), [[2.0, 0.0]])
+
+
+def test_a_still_weighs_as_much_as_a_whole_video():
+    # Template 7: a still (1, 0) in media 1 and a video of two frames (0, 1), (0, 3) in media 2: the
+    # video's mean (0, 2) plus the still gives (1, 2). Template 9 reuses media id 2 for its own image.
+    feats = np.array([[1, 0], [0, 1], [0, 3], [5, 0]], np.float64)
+    tids, t = im.template_features(feats, np.array([7, 7, 7, 9]), np.array([1, 2, 2, 2]))
+    assert tids.tolist() == [7, 9]
+    np.testing.assert_allclose(t, [[1 / np.sqrt(5), 2 / np.sqrt(5)], [1.0, 0.0]], atol=1e-15)
+
+
 def test_gather_path_when_pairs_are_sparse(monkeypatch):
     rng = np.random.default_rng(5)
     t = rng.normal(size=(300, 4))
@@ -128,6 +148,48 @@ def test_tar_at_far_known_answer():
     # FAR 0.3 allows three: threshold 0.6 (the 4th highest); 0.01 allows none: not measurable.
     got = im.tar_at_far(scores, labels, fars=(0.1, 0.01, 0.3))
     assert got == {0.1: 0.5, 0.01: None, 0.3: 0.75}
+
+
+def insightface_reading(scores, labels, far, drop_intermediate=True):
+    """How insightface's ijb_11.py / eval_ijbc.py read TAR at a FAR: the points of sklearn's roc_curve
+    (one per distinct score, highest first, after (0, 0); with drop_intermediate only the first, the last
+    and the corners are kept), then the point whose FPR is nearest the target, highest TPR among equals."""
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], labels[order]
+    last = np.r_[np.flatnonzero(np.diff(s)), len(s) - 1]          # last index of each distinct score
+    tps = np.cumsum(y)[last]
+    fps = last + 1 - tps
+    if drop_intermediate and len(fps) > 2:
+        keep = np.r_[True, (np.diff(fps, 2) != 0) | (np.diff(tps, 2) != 0), True]
+        fps, tps = fps[keep], tps[keep]
+    fpr, tpr = np.r_[0, fps] / fps[-1], np.r_[0, tps] / tps[-1]
+    gap = np.abs(fpr - far)
+    return float(tpr[gap == gap.min()].max())
+
+
+def test_insightface_reads_the_nearest_kept_roc_corner():
+    # 40 different pairs, the 7 highest in one run with no same pair between them; FAR 0.1 allows 4.
+    neg = np.r_[np.linspace(0.9, 0.84, 7), np.linspace(0.3, -0.5, 33)]
+    pos = np.array([0.99, 0.5, 0.45])
+    scores = np.r_[pos, neg]
+    labels = np.r_[np.ones(3, bool), np.zeros(40, bool)]
+    assert im.tar_at_far(scores, labels, fars=(0.1,)) == {0.1: pytest.approx(1 / 3)}     # threshold: 5th highest
+    # sklearn keeps the run's two ends (FPR 0 and 7/40); 7/40 is nearer 0.1, with all three same pairs above it.
+    assert insightface_reading(scores, labels, 0.1) == 1.0
+    assert insightface_reading(scores, labels, 0.1, drop_intermediate=False) == pytest.approx(1 / 3)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_insightface_reading_is_never_below_ours(seed):
+    rng = np.random.default_rng(seed)
+    n_neg = int(rng.choice([1000, 1234, 5000]))
+    scores = np.r_[rng.normal(1.5, 1, 300), rng.normal(0, 1, n_neg)]
+    labels = np.r_[np.ones(300, bool), np.zeros(n_neg, bool)]
+    ours = im.tar_at_far(scores, labels, fars=(1e-3, 1e-2, 1e-1))
+    for far, tar in ours.items():
+        assert insightface_reading(scores, labels, far) >= tar
+        if (far * n_neg) % 1 < 0.5:      # nearest point of the full curve: floor(FAR n) false accepts, as ours
+            assert insightface_reading(scores, labels, far, drop_intermediate=False) == tar
 
 
 @pytest.mark.parametrize("seed", [0, 3, 4])

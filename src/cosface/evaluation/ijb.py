@@ -97,7 +97,10 @@ class IJBReport:
                 rows.append([g, str(r.get("mated_probes", "")), str(r.get("non_mated_probes", ""))]
                             + [_pct(v) for v in r["rank"].values()] + [_pct(v) for v in r["tpir_at_fpir"].values()])
             lines.append(_table(head, *rows))
-        if any(v is None for v in self.tar_at_far.values()):
+        shown = list(self.tar_at_far.values())
+        if self.identification is not None:
+            shown += [v for r in self.identification.values() for v in r["tpir_at_fpir"].values()]
+        if any(v is None for v in shown):
             lines.append("  -: not measurable, the set has fewer than 1/FAR different-person pairs (or non-mated probes)")
         return "\n".join(lines)
 
