@@ -34,6 +34,10 @@ def test_eval_ijb_json_and_text(ckpt, ijb, capsys, tmp_path):
     assert list(out["tar_at_far"]) == ["1e-06", "1e-05", "0.0001", "0.001", "0.01", "0.1"]
     assert out["tar_at_far"]["1e-06"] is None                # a few dozen pairs cannot measure 1e-6
     assert 0.0 <= out["tar_at_far"]["0.1"] <= 1.0
+    # insightface's reading is a number at every FAR (the nearest ROC point) and never below the exact one.
+    assert list(out["tar_at_far_insightface"]) == list(out["tar_at_far"])
+    assert all(isinstance(v, float) for v in out["tar_at_far_insightface"].values())
+    assert all(out["tar_at_far_insightface"][f] >= v for f, v in out["tar_at_far"].items() if v is not None)
     ident = out["identification"]
     assert set(ident) == {"G1", "G2", "mean"}
     assert ident["G1"]["mated_probes"] == 2 and ident["G1"]["non_mated_probes"] == 2

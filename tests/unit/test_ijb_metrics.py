@@ -179,6 +179,32 @@ def test_insightface_reads_the_nearest_kept_roc_corner():
     assert insightface_reading(scores, labels, 0.1, drop_intermediate=False) == pytest.approx(1 / 3)
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_the_reported_insightface_reading_equals_the_restatement(seed):
+    rng = np.random.default_rng(seed)
+    n_neg = int(rng.choice([40, 997, 1234, 5000]))
+    scores = np.r_[rng.normal(1.5, 1, 300), rng.normal(0, 1, n_neg)]
+    if seed % 2:
+        scores = np.round(scores, 1)            # many ties, mixed same/different within a score
+    labels = np.r_[np.ones(300, bool), np.zeros(n_neg, bool)]
+    perm = rng.permutation(len(scores))
+    scores, labels = scores[perm], labels[perm]
+    fars = (1e-3, 2.5e-3, 1e-2, 0.05, 1e-1, 0.5)
+    got = im.tar_at_far_insightface(scores, labels, fars=fars)
+    assert got == {f: insightface_reading(scores, labels, f) for f in fars}
+
+
+def test_the_insightface_reading_on_the_hand_made_case():
+    neg = np.r_[np.linspace(0.9, 0.84, 7), np.linspace(0.3, -0.5, 33)]
+    scores = np.r_[np.array([0.99, 0.5, 0.45]), neg]
+    labels = np.r_[np.ones(3, bool), np.zeros(40, bool)]
+    # Kept points: (0, 0), FPR 0 at TPR 1/3, FPR 7/40 at TPR 1/3 and at 1 (the run's ends), FPR 1 at TPR 1:
+    # 7/40 is the nearest to 0.1, and its higher TPR is read.
+    assert im.tar_at_far_insightface(scores, labels, fars=(0.1, 1.0)) == {0.1: 1.0, 1.0: 1.0}
+    with pytest.raises(CosfaceError, match="both same-person and different-person"):
+        im.tar_at_far_insightface(scores[:3], labels[:3])
+
+
 @pytest.mark.parametrize("seed", range(4))
 def test_insightface_reading_is_never_below_ours(seed):
     rng = np.random.default_rng(seed)

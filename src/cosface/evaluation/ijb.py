@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -54,6 +55,11 @@ class IJBReport:
     scores: np.ndarray = field(repr=False)    # (P,) float64 pair scores
     issame: np.ndarray = field(repr=False)    # (P,) bool
 
+    @cached_property
+    def tar_at_far_insightface(self) -> dict:
+        """{far: TAR} read as insightface's IJB scripts read it (comparable with published tables)."""
+        return ijb_metrics.tar_at_far_insightface(self.scores, self.issame, fars=tuple(self.tar_at_far))
+
     @property
     def pairs(self) -> int:
         return len(self.issame)
@@ -78,6 +84,7 @@ class IJBReport:
             "pairs": self.pairs,
             "same_pairs": int(self.issame.sum()),
             "tar_at_far": {f"{f:g}": v for f, v in self.tar_at_far.items()},
+            "tar_at_far_insightface": {f"{f:g}": v for f, v in self.tar_at_far_insightface.items()},
             "identification": ident,
         }
 
@@ -86,7 +93,11 @@ class IJBReport:
         lines = [f"{self.source}: {self.target} 1:1, {self.images} images, {self.templates} templates, "
                  f"{self.pairs} pairs ({same} same, {self.pairs - same} different), mode {self.mode}",
                  f"  {DESCRIPTION}"]
-        lines.append(_table(["FAR"] + [f"{f:g}" for f in self.tar_at_far], ["TAR %"] + [_pct(v) for v in self.tar_at_far.values()]))
+        lines.append(_table(["FAR"] + [f"{f:g}" for f in self.tar_at_far],
+                            ["TAR %"] + [_pct(v) for v in self.tar_at_far.values()],
+                            ["insightface's reading"] + [_pct(v) for v in self.tar_at_far_insightface.values()]))
+        lines.append("  TAR %: at most floor(FAR x different pairs) false accepts; insightface's reading: the nearest "
+                     "corner of sklearn's ROC, as published IJB tables (can allow more false accepts)")
         if self.identification is not None:
             lines.append(f"{self.target} 1:N (open set; each gallery searched on its own, then averaged):")
             first = next(iter(self.identification.values()))

@@ -15,6 +15,11 @@ Rules (the tests hold a literal, loop-by-loop implementation of each that these 
     different-person score, so that at most floor(f n) of them score above it; TAR is the fraction of
     same-person pairs scoring strictly above t. When f n < 1 no false accept is allowed at all and the
     FAR is not measurable on this set: the value is None (shown "-").
+  TAR @ FAR f, insightface's reading (what published IJB tables print; reported beside ours): the
+    points of sklearn's roc_curve (one per distinct score, highest first, after (0, 0); with its
+    default drop_intermediate only the first, the last and the corners of the curve), then the TPR of
+    the point whose FPR is nearest f, the highest TPR among equally near points. It can count more
+    false accepts than floor(f n), so it is never below ours (ties aside) and sometimes above.
   1:N, per gallery: a probe whose subject has a template in the gallery is mated, any other non-mated.
     A mated probe's rank is 1 + the number of gallery templates scoring strictly above its mate.
     Rank-k = fraction of mated probes with rank <= k. FPIR threshold t: the (floor(f m) + 1)-th
@@ -173,6 +178,30 @@ def tar_at_far(scores: np.ndarray, labels: np.ndarray, fars=FARS) -> dict[float,
     out: dict[float, float | None] = {f: None for f in fars}
     for f, t in zip(measurable, ts):
         out[f] = float(np.count_nonzero(pos > t) / len(pos))
+    return out
+
+
+def tar_at_far_insightface(scores: np.ndarray, labels: np.ndarray, fars=FARS) -> dict[float, float]:
+    """TAR at each FAR as insightface's IJB scripts read it (rule in the module doc)."""
+    scores = np.asarray(scores, dtype=np.float64)
+    labels = np.asarray(labels, dtype=bool)
+    if labels.all() or not labels.any():
+        raise CosfaceError("TAR@FAR needs both same-person and different-person pairs")
+    order = np.argsort(-scores, kind="stable")
+    ranked, same = scores[order], labels[order]
+    ends = np.r_[np.flatnonzero(ranked[1:] != ranked[:-1]), len(ranked) - 1]   # last pair of each distinct score
+    tp = np.cumsum(same, dtype=np.int64)[ends]
+    fp = ends + 1 - tp
+    if len(tp) > 2:                     # sklearn's drop_intermediate: keep the ends and where the curve turns
+        turns = (np.diff(fp, 2) != 0) | (np.diff(tp, 2) != 0)
+        keep = np.r_[True, turns, True]
+        tp, fp = tp[keep], fp[keep]
+    fpr = np.r_[0, fp] / fp[-1]
+    tpr = np.r_[0, tp] / tp[-1]
+    out = {}
+    for f in fars:
+        gap = np.abs(fpr - f)
+        out[f] = float(tpr[gap == gap.min()].max())
     return out
 
 
