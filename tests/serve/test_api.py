@@ -190,6 +190,21 @@ def test_bad_requests_get_the_right_4xx_and_one_message(app_for, tiny, embedder)
     error(c.delete("/v1/subjects/nobody"), 404, "no_subject")
 
 
+def test_a_gallery_locked_by_another_process_is_503_and_then_writable(app_for, tiny):
+    import sqlite3
+
+    c = app_for()
+    photo = next(iter(tiny["faces"].values()))[0].read_bytes()
+    store = c.app.state.service.gallery.store
+    store._db.execute("PRAGMA busy_timeout = 100")      # instead of 30 s
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    assert "busy" in error(c.post("/v1/subjects", data={"name": "Ada"}, files={"image": photo}), 503, "gallery_busy")
+    other.execute("ROLLBACK")
+    other.close()
+    assert c.post("/v1/subjects", data={"name": "Ada"}, files={"image": photo}).status_code == 201
+
+
 def test_api_key_on_every_request_but_health_and_page(app_for, tiny):
     c = app_for(api_key=KEY)
     photo = next(iter(tiny["faces"].values()))[0].read_bytes()

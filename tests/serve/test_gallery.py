@@ -185,6 +185,35 @@ def test_concurrent_enrol_and_identify_lose_nothing(tmp_path):
         [f"t{t}-{i}" for t in range(4) for i in range(25)]
 
 
+def test_a_write_that_finds_the_gallery_locked_fails_clearly_and_frees_the_store(tmp_path):
+    g = Gallery(tmp_path / "g.sqlite", MODEL, index="exact")
+    g.store._db.execute("PRAGMA busy_timeout = 100")      # instead of 30 s
+    other = sqlite3.connect(tmp_path / "g.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")                       # another process is writing
+    failed, finish, errors = threading.Event(), threading.Event(), []
+
+    def pool_worker():   # a long-lived thread, as a server's thread pool has
+        try:
+            g.enroll("a", np.ones((1, D), np.float32))
+        except Exception as e:
+            errors.append(e)
+        failed.set()
+        finish.wait(30)
+
+    worker = threading.Thread(target=pool_worker, daemon=True)
+    worker.start()
+    assert failed.wait(30)
+    other.execute("ROLLBACK")
+    other.close()
+    done = []
+    writer = threading.Thread(target=lambda: done.append(g.enroll("b", np.ones((1, D), np.float32))), daemon=True)
+    writer.start()
+    writer.join(10)
+    finish.set()
+    assert done and [s.name for s in g.subjects()] == ["b"]   # the failed write did not keep the store's lock
+    assert len(errors) == 1 and isinstance(errors[0], CosfaceError) and "is busy" in str(errors[0])
+
+
 def cli(capsys, *argv):
     rc = main([str(a) for a in argv])
     out, err = capsys.readouterr()

@@ -21,6 +21,7 @@ import numpy as np
 from cosface.errors import CosfaceError
 
 SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 30          # how long a write waits for another process's write lock
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _SCHEMA = """
@@ -41,6 +42,10 @@ CREATE TABLE faces (
 );
 CREATE INDEX faces_by_subject ON faces(subject_id, id);
 """
+
+
+class GalleryBusyError(CosfaceError):
+    """Another process held the gallery's write lock for longer than BUSY_TIMEOUT_S."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +119,8 @@ class GalleryStore:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE), so a write never upgrades late.
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
+                                   timeout=BUSY_TIMEOUT_S)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -142,7 +148,15 @@ class GalleryStore:
 
         def __enter__(self) -> sqlite3.Connection:
             self.store._lock.acquire()
-            self.store._db.execute("BEGIN IMMEDIATE")
+            try:
+                self.store._db.execute("BEGIN IMMEDIATE")
+            except BaseException as e:
+                # __exit__ does not run when __enter__ raises: release here, or every other thread waits forever.
+                self.store._lock.release()
+                if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                    raise GalleryBusyError(f"gallery {self.store.path} is busy: another process held its write lock "
+                                           f"for {BUSY_TIMEOUT_S} s; try again") from None
+                raise
             return self.store._db
 
         def __exit__(self, exc_type, exc, tb):

@@ -22,6 +22,7 @@ import numpy as np
 from cosface.errors import CosfaceError
 from cosface.gallery.photos import (MAX_PIXELS, NoFaceError, NotAnImageError, TooManyPixelsError, decode_photo,
                                     face_crops, thumbnail_jpeg)
+from cosface.gallery.store import GalleryBusyError
 from cosface.optional import require
 from cosface.serve.batcher import Batcher
 
@@ -253,6 +254,10 @@ def create_app(service: Service):
     @app.exception_handler(CosfaceError)
     async def _cosface_error(request, exc: CosfaceError):
         return JSONResponse(_error_body("bad_request", str(exc)), status_code=400)
+
+    @app.exception_handler(GalleryBusyError)
+    async def _busy(request, exc: GalleryBusyError):
+        return JSONResponse(_error_body("gallery_busy", str(exc)), status_code=503, headers={"Retry-After": "5"})
 
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc):
