@@ -88,6 +88,37 @@ def test_faiss_index_is_saved_reused_and_rebuilt_when_stale(tmp_path):
     assert Gallery(path, MODEL, index="faiss").identify(new, top_k=1, threshold=0.3)[0].name == "newcomer"
 
 
+def test_a_saved_faiss_index_is_not_reused_for_a_remade_or_restored_gallery(tmp_path):
+    path = tmp_path / "g.sqlite"
+    rng = np.random.default_rng(11)
+    first, second = unit(rng.normal(size=(3, D))), unit(rng.normal(size=(3, D)))
+    backup = tmp_path / "backup.sqlite"
+
+    def enrol_three(emb, prefix):
+        g = Gallery(path, MODEL, index="faiss")
+        for i in range(3):
+            g.enroll(f"{prefix}{i}", emb[i:i + 1])
+        assert g.identify(emb[2:3], top_k=1, threshold=0.5)[0].name == f"{prefix}2"   # saves the index
+        return g
+
+    g = enrol_three(first, "old")
+    with sqlite3.connect(backup) as b:
+        g.store._db.backup(b)
+    g.close()
+    # the same number of writes and faces, other people: the revision counter repeats, the index must not
+    for f in tmp_path.glob("g.sqlite*"):
+        if ".faiss" not in f.name:
+            f.unlink()
+    g = enrol_three(second, "new")
+    g.close()
+    # a backup put back: the revision goes back to the one a saved index of other data may carry
+    path.write_bytes(backup.read_bytes())
+    for f in tmp_path.glob("g.sqlite-*"):
+        f.unlink()
+    g = Gallery(path, MODEL, index="faiss")
+    assert g.identify(first[2:3], top_k=1, threshold=0.5)[0].name == "old2"
+
+
 def test_auto_picks_faiss_above_the_size(tmp_path):
     g, _ = random_gallery(tmp_path / "g.sqlite", index="auto", faiss_min=100)
     assert g.index_kind() == "faiss"

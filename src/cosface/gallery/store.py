@@ -3,13 +3,16 @@
 One file (WAL mode, so readers never wait for a writer and another process may read while the
 service writes). The schema is versioned in the `meta` table; so is the identity of the model whose
 embeddings the file holds, and a `revision` counter that every write bumps, which is how a search
-index (in this process or a saved FAISS file) knows it is stale.
+index (in this process or a saved FAISS file) knows it is stale. Each write also stores a random
+`revision_id`: a counter repeats its values when the file is deleted and made again or restored from
+a backup, so a saved index is matched on the id, which names one state of one file.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -163,6 +166,8 @@ class GalleryStore:
             try:
                 if exc_type is None:
                     self.store._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision'")
+                    self.store._db.execute("INSERT OR REPLACE INTO meta VALUES ('revision_id', ?)",
+                                           (secrets.token_hex(16),))
                     self.store._db.execute("COMMIT")
                 else:
                     self.store._db.execute("ROLLBACK")
@@ -227,7 +232,8 @@ class GalleryStore:
         return rows[0][0]
 
     def snapshot(self, with_embeddings: bool = True):
-        """One consistent read: (revision, face subject ids (N,), embeddings (N, D) or None, {subject id: name}).
+        """One consistent read: (revision, revision id, face subject ids (N,), embeddings (N, D) or None,
+        {subject id: name}).
 
         Faces come ordered by subject, then id, so each subject's faces are one contiguous run.
         """
@@ -235,6 +241,7 @@ class GalleryStore:
             self._db.execute("BEGIN")
             try:
                 (rev,), = self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchall()
+                rev_id = self._db.execute("SELECT value FROM meta WHERE key = 'revision_id'").fetchone()
                 names = dict(self._db.execute("SELECT id, name FROM subjects").fetchall())
                 (n,), = self._db.execute("SELECT COUNT(*) FROM faces").fetchall()
                 owners = np.empty(n, np.int64)
@@ -247,7 +254,7 @@ class GalleryStore:
                         emb[i] = np.frombuffer(row[1], np.float32)
             finally:
                 self._db.execute("COMMIT")
-        return int(rev), owners, emb, names
+        return int(rev), rev_id[0] if rev_id else "", owners, emb, names
 
     # -- writes -------------------------------------------------------------------------------------
     def add(self, name: str, embeddings: np.ndarray, *, thumbnails=None, sources=None, metadata: dict | None = None,
