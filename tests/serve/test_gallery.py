@@ -119,6 +119,20 @@ def test_a_saved_faiss_index_is_not_reused_for_a_remade_or_restored_gallery(tmp_
     assert g.identify(first[2:3], top_k=1, threshold=0.5)[0].name == "old2"
 
 
+def test_faiss_search_works_where_the_index_cannot_be_saved(tmp_path, monkeypatch):
+    g, emb = random_gallery(tmp_path / "g.sqlite", subjects=5, index="faiss")
+    import faiss
+
+    def full_disk(index, filename):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise RuntimeError(f"Error in faiss::FileIOWriter: could not write {filename}: No space left on device")
+
+    monkeypatch.setattr(faiss, "write_index", full_disk)
+    assert g.identify(emb[3, :1], top_k=1, threshold=0.5)[0].name == "s003"
+    assert sorted(f.name for f in tmp_path.iterdir() if "faiss" in f.name) == []   # no partial file left
+
+
 def test_auto_picks_faiss_above_the_size(tmp_path):
     g, _ = random_gallery(tmp_path / "g.sqlite", index="auto", faiss_min=100)
     assert g.index_kind() == "faiss"
