@@ -190,6 +190,26 @@ def test_bad_requests_get_the_right_4xx_and_one_message(app_for, tiny, embedder)
     error(c.delete("/v1/subjects/nobody"), 404, "no_subject")
 
 
+def test_two_enrolments_of_one_new_name_never_merge(app_for, tiny):
+    c = app_for()
+    gallery = c.app.state.service.gallery
+    (ada, _), (_, others) = list(tiny["faces"].items())[:2]
+    real_enroll = gallery.enroll
+    rival = gallery.store.model
+
+    def enroll_after_a_rival(name, emb, **kw):
+        # another request for the same name commits between this request's checks and its write
+        gallery.enroll = real_enroll
+        gallery.store.add(name, np.ones((1, rival.dim), np.float32) / np.sqrt(rival.dim), metadata={"by": "rival"})
+        return real_enroll(name, emb, **kw)
+
+    gallery.enroll = enroll_after_a_rival
+    r = c.post("/v1/subjects", data={"name": ada, "metadata": '{"by": "me"}'}, files={"image": others[0].read_bytes()})
+    assert "exists" in error(r, 409, "subject_exists")
+    assert c.get(f"/v1/subjects/{ada}").json()["subject"] == {"name": ada, "faces": 1, "metadata": {"by": "rival"},
+                                                              "face_ids": [1]}
+
+
 def test_a_gallery_locked_by_another_process_is_503_and_then_writable(app_for, tiny):
     import sqlite3
 

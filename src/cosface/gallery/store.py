@@ -47,6 +47,10 @@ CREATE INDEX faces_by_subject ON faces(subject_id, id);
 """
 
 
+class SubjectExistsError(CosfaceError):
+    """A new subject's name is taken."""
+
+
 class GalleryBusyError(CosfaceError):
     """Another process held the gallery's write lock for longer than BUSY_TIMEOUT_S."""
 
@@ -258,8 +262,11 @@ class GalleryStore:
 
     # -- writes -------------------------------------------------------------------------------------
     def add(self, name: str, embeddings: np.ndarray, *, thumbnails=None, sources=None, metadata: dict | None = None,
-            create: bool = True) -> Subject:
-        """Add faces to `name` (created when new and `create`); metadata, when given, replaces the subject's."""
+            create: bool = True, exist_ok: bool = True) -> Subject:
+        """Add faces to `name` (created when new and `create`); metadata, when given, replaces the subject's.
+
+        `exist_ok=False`: only create; a taken name raises SubjectExistsError (checked in the write's
+        transaction, so two concurrent enrolments of one name never merge into one subject)."""
         name = check_name(name)
         emb = np.ascontiguousarray(embeddings, dtype=np.float32)
         if emb.ndim != 2 or emb.shape[1] != self.model.dim:
@@ -280,6 +287,8 @@ class GalleryStore:
                 sid = db.execute("INSERT INTO subjects (name, metadata, created) VALUES (?, ?, ?)",
                                  (name, json.dumps(metadata or {}), now)).lastrowid
             else:
+                if not exist_ok:
+                    raise SubjectExistsError(f"gallery {self.path} already has a subject named {name!r}")
                 sid = row[0]
                 if metadata is not None:
                     db.execute("UPDATE subjects SET metadata = ? WHERE id = ?", (json.dumps(metadata), sid))
@@ -330,7 +339,7 @@ class GalleryStore:
                 raise CosfaceError(f"no subject named {name!r} in gallery {self.path}")
             if target != name:
                 if db.execute("SELECT 1 FROM subjects WHERE name = ?", (target,)).fetchone():
-                    raise CosfaceError(f"gallery {self.path} already has a subject named {target!r}")
+                    raise SubjectExistsError(f"gallery {self.path} already has a subject named {target!r}")
                 db.execute("UPDATE subjects SET name = ? WHERE id = ?", (target, row[0]))
             if metadata is not None:
                 db.execute("UPDATE subjects SET metadata = ? WHERE id = ?", (json.dumps(metadata), row[0]))

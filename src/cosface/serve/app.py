@@ -22,7 +22,7 @@ import numpy as np
 from cosface.errors import CosfaceError
 from cosface.gallery.photos import (MAX_PIXELS, NoFaceError, NotAnImageError, TooManyPixelsError, decode_photo,
                                     face_crops, thumbnail_jpeg)
-from cosface.gallery.store import GalleryBusyError
+from cosface.gallery.store import GalleryBusyError, SubjectExistsError
 from cosface.optional import require
 from cosface.serve.batcher import Batcher
 
@@ -409,10 +409,11 @@ def create_app(service: Service):
         emb, thumbs, sources = await _enroll_faces(inputs)
 
         def write():
-            if any(s.name == name.strip() for s in gallery.subjects()):
+            try:
+                return gallery.enroll(name, emb, thumbnails=thumbs, sources=sources, metadata=metadata, exist_ok=False)
+            except SubjectExistsError:
                 raise ApiError(409, "subject_exists", f"a subject named {name.strip()!r} exists: add faces with "
-                                                      f"POST /v1/subjects/{{name}}/faces")
-            return gallery.enroll(name, emb, thumbnails=thumbs, sources=sources, metadata=metadata)
+                                                      f"POST /v1/subjects/{{name}}/faces") from None
 
         return JSONResponse({"subject": _subject_doc(await run_in_threadpool(write))}, status_code=201)
 
@@ -436,9 +437,10 @@ def create_app(service: Service):
 
         def write():
             _subject(name)
-            if new_name is not None and new_name != name and any(s.name == new_name for s in service.gallery.subjects()):
-                raise ApiError(409, "subject_exists", f"a subject named {new_name!r} exists")
-            return service.gallery.store.update(name, new_name=new_name, metadata=metadata)
+            try:
+                return service.gallery.store.update(name, new_name=new_name, metadata=metadata)
+            except SubjectExistsError:
+                raise ApiError(409, "subject_exists", f"a subject named {new_name!r} exists") from None
 
         return {"subject": _subject_doc(await run_in_threadpool(write))}
 
