@@ -277,3 +277,27 @@ def test_concurrent_requests_share_forward_passes(embedder, tiny):
     assert sum(calls) == 6 and len(calls) < 6
     for i, r in enumerate(results):
         np.testing.assert_allclose(r, embedder.embed(crops[i % 2:i % 2 + 1]), atol=1e-5)
+
+
+def test_a_cancelled_request_does_not_stop_the_batcher():
+    import threading
+
+    from cosface.serve import Batcher
+
+    running, release = threading.Event(), threading.Event()
+
+    def blocking_embed(x):
+        running.set()
+        release.wait(30)
+        return np.zeros((len(x), 4), np.float32)
+
+    b = Batcher(blocking_embed, max_wait_s=0.0)
+    crop = np.zeros((1, 112, 112, 3), np.uint8)
+    first = b.submit(crop)
+    assert running.wait(30)
+    queued = b.submit(crop)
+    assert queued.cancel()            # its client went away while it waited
+    release.set()
+    assert first.result(timeout=30).shape == (1, 4)
+    assert b.submit(crop).result(timeout=30).shape == (1, 4)
+    b.close()
