@@ -1,6 +1,7 @@
 """The REST API end to end with FastAPI's test client, on synthetic faces and the tiny model."""
 import base64
 import io
+import json
 import struct
 import warnings
 import zlib
@@ -184,6 +185,10 @@ def test_bad_requests_get_the_right_4xx_and_one_message(app_for, tiny, embedder)
     error(c.post("/v1/identify", json={"embedding": [0.1] * 8, "model_sha256": "0" * 64}), 409, "model_mismatch")
     sha = ModelIdentity.of(embedder).model_sha256
     error(c.post("/v1/identify", json={"embedding": [0.1] * 8, "model_sha256": sha}), 409, "model_mismatch")
+    dim = ModelIdentity.of(embedder).dim
+    nan = json.dumps({"embedding": [float("nan")] * dim, "model_sha256": sha})   # Python's json writes NaN
+    assert "NaN or infinity" in error(c.post("/v1/identify", content=nan, headers={"content-type": "application/json"}),
+                                      400, "bad_request")
     error(c.post("/v1/identify", data={"top_k": "many"}, files={"image": photo}), 400, "bad_request")
     error(c.post("/v1/verify", data={"threshold": "2"}, files={"image1": photo, "image2": photo}), 400, "bad_request")
     error(c.get("/v1/nothing"), 404, "not_found")

@@ -538,7 +538,9 @@ def _client_embedding(inputs: Inputs, service: Service) -> np.ndarray:
         q = np.asarray(inputs.fields["embedding"], dtype=np.float32).reshape(1, -1)
     except (TypeError, ValueError):
         raise ApiError(400, "bad_request", "'embedding' must be a list of numbers") from None
-    if q.shape[1] != service.identity.dim or not np.isfinite(q).all():
+    if q.shape[1] == service.identity.dim and not np.isfinite(q).all():
+        raise ApiError(400, "bad_request", "'embedding' holds NaN or infinity")
+    if q.shape[1] != service.identity.dim:
         raise ApiError(409, "model_mismatch", f"the embedding has {q.shape[1]} values; this model's have "
                                               f"{service.identity.dim}")
     return q / max(float(np.linalg.norm(q)), 1e-12)
