@@ -179,7 +179,7 @@ def million_part(args, work: Path) -> None:
     reload_s = time.perf_counter() - t0
     exact = Gallery(db, model, index="exact")
     exact.identify(unit(rng.normal(size=(1, dim))), top_k=5, threshold=0.3)
-    _, owners, emb, names = g.store.snapshot()
+    _, _, owners, emb, names = g.store.snapshot()
     print(f"\nlibrary: {n:,} random {dim}-value unit embeddings, one per subject; {args.queries} queries per row, "
           f"one at a time, top-5; each query is an enrolled embedding plus Gaussian noise (a re-take of the face)")
     print(f"  gallery file {'written' if fresh else 'reused'} in {written:.1f} s ({db.stat().st_size / 2**30:.2f} GiB); "

@@ -1,6 +1,7 @@
 """The REST API end to end with FastAPI's test client, on synthetic faces and the tiny model."""
 import base64
 import io
+import json
 import struct
 import warnings
 import zlib
@@ -184,10 +185,49 @@ def test_bad_requests_get_the_right_4xx_and_one_message(app_for, tiny, embedder)
     error(c.post("/v1/identify", json={"embedding": [0.1] * 8, "model_sha256": "0" * 64}), 409, "model_mismatch")
     sha = ModelIdentity.of(embedder).model_sha256
     error(c.post("/v1/identify", json={"embedding": [0.1] * 8, "model_sha256": sha}), 409, "model_mismatch")
+    dim = ModelIdentity.of(embedder).dim
+    nan = json.dumps({"embedding": [float("nan")] * dim, "model_sha256": sha})   # Python's json writes NaN
+    assert "NaN or infinity" in error(c.post("/v1/identify", content=nan, headers={"content-type": "application/json"}),
+                                      400, "bad_request")
     error(c.post("/v1/identify", data={"top_k": "many"}, files={"image": photo}), 400, "bad_request")
     error(c.post("/v1/verify", data={"threshold": "2"}, files={"image1": photo, "image2": photo}), 400, "bad_request")
     error(c.get("/v1/nothing"), 404, "not_found")
     error(c.delete("/v1/subjects/nobody"), 404, "no_subject")
+
+
+def test_two_enrolments_of_one_new_name_never_merge(app_for, tiny):
+    c = app_for()
+    gallery = c.app.state.service.gallery
+    (ada, _), (_, others) = list(tiny["faces"].items())[:2]
+    real_enroll = gallery.enroll
+    rival = gallery.store.model
+
+    def enroll_after_a_rival(name, emb, **kw):
+        # another request for the same name commits between this request's checks and its write
+        gallery.enroll = real_enroll
+        gallery.store.add(name, np.ones((1, rival.dim), np.float32) / np.sqrt(rival.dim), metadata={"by": "rival"})
+        return real_enroll(name, emb, **kw)
+
+    gallery.enroll = enroll_after_a_rival
+    r = c.post("/v1/subjects", data={"name": ada, "metadata": '{"by": "me"}'}, files={"image": others[0].read_bytes()})
+    assert "exists" in error(r, 409, "subject_exists")
+    assert c.get(f"/v1/subjects/{ada}").json()["subject"] == {"name": ada, "faces": 1, "metadata": {"by": "rival"},
+                                                              "face_ids": [1]}
+
+
+def test_a_gallery_locked_by_another_process_is_503_and_then_writable(app_for, tiny):
+    import sqlite3
+
+    c = app_for()
+    photo = next(iter(tiny["faces"].values()))[0].read_bytes()
+    store = c.app.state.service.gallery.store
+    store._db.execute("PRAGMA busy_timeout = 100")      # instead of 30 s
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    assert "busy" in error(c.post("/v1/subjects", data={"name": "Ada"}, files={"image": photo}), 503, "gallery_busy")
+    other.execute("ROLLBACK")
+    other.close()
+    assert c.post("/v1/subjects", data={"name": "Ada"}, files={"image": photo}).status_code == 201
 
 
 def test_api_key_on_every_request_but_health_and_page(app_for, tiny):
@@ -242,3 +282,27 @@ def test_concurrent_requests_share_forward_passes(embedder, tiny):
     assert sum(calls) == 6 and len(calls) < 6
     for i, r in enumerate(results):
         np.testing.assert_allclose(r, embedder.embed(crops[i % 2:i % 2 + 1]), atol=1e-5)
+
+
+def test_a_cancelled_request_does_not_stop_the_batcher():
+    import threading
+
+    from cosface.serve import Batcher
+
+    running, release = threading.Event(), threading.Event()
+
+    def blocking_embed(x):
+        running.set()
+        release.wait(30)
+        return np.zeros((len(x), 4), np.float32)
+
+    b = Batcher(blocking_embed, max_wait_s=0.0)
+    crop = np.zeros((1, 112, 112, 3), np.uint8)
+    first = b.submit(crop)
+    assert running.wait(30)
+    queued = b.submit(crop)
+    assert queued.cancel()            # its client went away while it waited
+    release.set()
+    assert first.result(timeout=30).shape == (1, 4)
+    assert b.submit(crop).result(timeout=30).shape == (1, 4)
+    b.close()

@@ -88,6 +88,51 @@ def test_faiss_index_is_saved_reused_and_rebuilt_when_stale(tmp_path):
     assert Gallery(path, MODEL, index="faiss").identify(new, top_k=1, threshold=0.3)[0].name == "newcomer"
 
 
+def test_a_saved_faiss_index_is_not_reused_for_a_remade_or_restored_gallery(tmp_path):
+    path = tmp_path / "g.sqlite"
+    rng = np.random.default_rng(11)
+    first, second = unit(rng.normal(size=(3, D))), unit(rng.normal(size=(3, D)))
+    backup = tmp_path / "backup.sqlite"
+
+    def enrol_three(emb, prefix):
+        g = Gallery(path, MODEL, index="faiss")
+        for i in range(3):
+            g.enroll(f"{prefix}{i}", emb[i:i + 1])
+        assert g.identify(emb[2:3], top_k=1, threshold=0.5)[0].name == f"{prefix}2"   # saves the index
+        return g
+
+    g = enrol_three(first, "old")
+    with sqlite3.connect(backup) as b:
+        g.store._db.backup(b)
+    g.close()
+    # the same number of writes and faces, other people: the revision counter repeats, the index must not
+    for f in tmp_path.glob("g.sqlite*"):
+        if ".faiss" not in f.name:
+            f.unlink()
+    g = enrol_three(second, "new")
+    g.close()
+    # a backup put back: the revision goes back to the one a saved index of other data may carry
+    path.write_bytes(backup.read_bytes())
+    for f in tmp_path.glob("g.sqlite-*"):
+        f.unlink()
+    g = Gallery(path, MODEL, index="faiss")
+    assert g.identify(first[2:3], top_k=1, threshold=0.5)[0].name == "old2"
+
+
+def test_faiss_search_works_where_the_index_cannot_be_saved(tmp_path, monkeypatch):
+    g, emb = random_gallery(tmp_path / "g.sqlite", subjects=5, index="faiss")
+    import faiss
+
+    def full_disk(index, filename):
+        with open(filename, "wb") as f:
+            f.write(b"partial")
+        raise RuntimeError(f"Error in faiss::FileIOWriter: could not write {filename}: No space left on device")
+
+    monkeypatch.setattr(faiss, "write_index", full_disk)
+    assert g.identify(emb[3, :1], top_k=1, threshold=0.5)[0].name == "s003"
+    assert sorted(f.name for f in tmp_path.iterdir() if "faiss" in f.name) == []   # no partial file left
+
+
 def test_auto_picks_faiss_above_the_size(tmp_path):
     g, _ = random_gallery(tmp_path / "g.sqlite", index="auto", faiss_min=100)
     assert g.index_kind() == "faiss"
@@ -183,6 +228,35 @@ def test_concurrent_enrol_and_identify_lose_nothing(tmp_path):
     assert g.store.counts() == (100, 100)
     assert [r.name for r in g.identify(emb.reshape(-1, D), top_k=1, threshold=0.5)] == \
         [f"t{t}-{i}" for t in range(4) for i in range(25)]
+
+
+def test_a_write_that_finds_the_gallery_locked_fails_clearly_and_frees_the_store(tmp_path):
+    g = Gallery(tmp_path / "g.sqlite", MODEL, index="exact")
+    g.store._db.execute("PRAGMA busy_timeout = 100")      # instead of 30 s
+    other = sqlite3.connect(tmp_path / "g.sqlite", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")                       # another process is writing
+    failed, finish, errors = threading.Event(), threading.Event(), []
+
+    def pool_worker():   # a long-lived thread, as a server's thread pool has
+        try:
+            g.enroll("a", np.ones((1, D), np.float32))
+        except Exception as e:
+            errors.append(e)
+        failed.set()
+        finish.wait(30)
+
+    worker = threading.Thread(target=pool_worker, daemon=True)
+    worker.start()
+    assert failed.wait(30)
+    other.execute("ROLLBACK")
+    other.close()
+    done = []
+    writer = threading.Thread(target=lambda: done.append(g.enroll("b", np.ones((1, D), np.float32))), daemon=True)
+    writer.start()
+    writer.join(10)
+    finish.set()
+    assert done and [s.name for s in g.subjects()] == ["b"]   # the failed write did not keep the store's lock
+    assert len(errors) == 1 and isinstance(errors[0], CosfaceError) and "is busy" in str(errors[0])
 
 
 def cli(capsys, *argv):

@@ -14,12 +14,13 @@ from cosface.gallery.enroll import EnrollReport, enroll_folder, enroll_photos, o
 from cosface.gallery.gallery import FAISS_MIN, INDEXES, SCORINGS, Gallery, Identification, Match
 from cosface.gallery.photos import (MAX_PIXELS, Crop, NoFaceError, NotAnImageError, PhotoFaces, TooManyPixelsError,
                                     decode_photo, embed_crops, face_crops, photo_faces, read_photo, thumbnail_jpeg)
-from cosface.gallery.store import SCHEMA_VERSION, GalleryStore, ModelIdentity, Subject
+from cosface.gallery.store import (SCHEMA_VERSION, GalleryBusyError, GalleryStore, ModelIdentity, Subject,
+                                   SubjectExistsError)
 
 __all__ = [
     "FAISS_MIN", "INDEXES", "MAX_PIXELS", "SCHEMA_VERSION", "SCORINGS", "Crop", "EnrollReport", "Gallery",
-    "GalleryStore", "Identification", "Match", "ModelIdentity", "NoFaceError", "NotAnImageError", "PhotoFaces",
-    "Subject", "TooManyPixelsError",
+    "GalleryBusyError", "GalleryStore", "Identification", "Match", "ModelIdentity", "NoFaceError", "NotAnImageError", "PhotoFaces",
+    "Subject", "SubjectExistsError", "TooManyPixelsError",
     "decode_photo", "embed_crops", "enroll_folder", "enroll_photos", "face_crops", "open_gallery", "photo_faces",
     "read_photo", "thumbnail_jpeg",
 ]

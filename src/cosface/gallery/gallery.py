@@ -125,19 +125,19 @@ class Gallery:
         subjects, faces = self.store.counts()
         units = faces if self.scoring == "max" else subjects
         if not self._use_faiss(units):
-            rev, owners, emb, names = self.store.snapshot()
+            rev, _, owners, emb, names = self.store.snapshot()
             owners, vectors = self._units(owners, emb)
             return rev, ExactIndex(vectors), owners, names, _max_run(owners)
         saved = self.path.with_name(f"{self.path.name}.{self.scoring}.faiss")
-        rev, owners, _, names = self.store.snapshot(with_embeddings=False)
+        rev, rev_id, owners, _, names = self.store.snapshot(with_embeddings=False)
         units_owner = owners if self.scoring == "max" else np.unique(owners)
-        stamp = {"revision": rev, "count": int(len(units_owner)), "scoring": self.scoring,
+        stamp = {"revision": rev, "revision_id": rev_id, "count": int(len(units_owner)), "scoring": self.scoring,
                  "model_sha256": self.model.model_sha256, "ivf_from": search.IVF_MIN}
         index = FaissIndex.load(saved, stamp)
         if index is None:
-            rev2, owners, emb, names = self.store.snapshot()
+            rev2, rev_id, owners, emb, names = self.store.snapshot()
             units_owner, vectors = self._units(owners, emb)
-            stamp.update(revision=rev2, count=int(len(units_owner)))
+            stamp.update(revision=rev2, revision_id=rev_id, count=int(len(units_owner)))
             rev = rev2
             index = FaissIndex.build(vectors)
             try:

@@ -81,15 +81,28 @@ class FaissIndex:
         return scores, rows   # rows are -1 where an IVF probe found fewer than n
 
     def save(self, path: Path, stamp: dict) -> None:
-        """Write the index and its stamp (what it was built from) atomically, stamp last."""
+        """Write the index and its stamp (what it was built from) atomically, stamp last.
+
+        OSError when it cannot (a read-only directory, a full disk); no temporary file is left behind."""
         faiss = require("faiss", purpose="FAISS gallery search")
-        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-        faiss.write_index(self.index, str(tmp))
-        os.replace(tmp, path)
         stamp_path = path.with_name(path.name + ".json")
-        tmp = stamp_path.with_name(stamp_path.name + f".tmp{os.getpid()}")
-        tmp.write_text(json.dumps(stamp))
-        os.replace(tmp, stamp_path)
+        tmp = path.with_name(path.name + f".tmp{os.getpid()}")
+        tmp_stamp = stamp_path.with_name(stamp_path.name + f".tmp{os.getpid()}")
+        try:
+            try:
+                faiss.write_index(self.index, str(tmp))
+            except RuntimeError as e:   # faiss reports an unwritable or full disk this way
+                raise OSError(f"cannot write {tmp}: {e}") from None
+            os.replace(tmp, path)
+            tmp_stamp.write_text(json.dumps(stamp))
+            os.replace(tmp_stamp, stamp_path)
+        except OSError:
+            for t in (tmp, tmp_stamp):
+                try:
+                    t.unlink()
+                except OSError:
+                    pass
+            raise
 
     @classmethod
     def load(cls, path: Path, stamp: dict) -> "FaissIndex | None":

@@ -3,13 +3,16 @@
 One file (WAL mode, so readers never wait for a writer and another process may read while the
 service writes). The schema is versioned in the `meta` table; so is the identity of the model whose
 embeddings the file holds, and a `revision` counter that every write bumps, which is how a search
-index (in this process or a saved FAISS file) knows it is stale.
+index (in this process or a saved FAISS file) knows it is stale. Each write also stores a random
+`revision_id`: a counter repeats its values when the file is deleted and made again or restored from
+a backup, so a saved index is matched on the id, which names one state of one file.
 """
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import secrets
 import sqlite3
 import threading
 import time
@@ -21,6 +24,7 @@ import numpy as np
 from cosface.errors import CosfaceError
 
 SCHEMA_VERSION = 1
+BUSY_TIMEOUT_S = 30          # how long a write waits for another process's write lock
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _SCHEMA = """
@@ -41,6 +45,14 @@ CREATE TABLE faces (
 );
 CREATE INDEX faces_by_subject ON faces(subject_id, id);
 """
+
+
+class SubjectExistsError(CosfaceError):
+    """A new subject's name is taken."""
+
+
+class GalleryBusyError(CosfaceError):
+    """Another process held the gallery's write lock for longer than BUSY_TIMEOUT_S."""
 
 
 @dataclass(frozen=True)
@@ -114,7 +126,8 @@ class GalleryStore:
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: transactions are explicit (BEGIN IMMEDIATE), so a write never upgrades late.
-        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None, timeout=30)
+        self._db = sqlite3.connect(str(self.path), check_same_thread=False, isolation_level=None,
+                                   timeout=BUSY_TIMEOUT_S)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA foreign_keys=ON")
         self._db.execute("PRAGMA synchronous=NORMAL")
@@ -142,13 +155,23 @@ class GalleryStore:
 
         def __enter__(self) -> sqlite3.Connection:
             self.store._lock.acquire()
-            self.store._db.execute("BEGIN IMMEDIATE")
+            try:
+                self.store._db.execute("BEGIN IMMEDIATE")
+            except BaseException as e:
+                # __exit__ does not run when __enter__ raises: release here, or every other thread waits forever.
+                self.store._lock.release()
+                if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+                    raise GalleryBusyError(f"gallery {self.store.path} is busy: another process held its write lock "
+                                           f"for {BUSY_TIMEOUT_S} s; try again") from None
+                raise
             return self.store._db
 
         def __exit__(self, exc_type, exc, tb):
             try:
                 if exc_type is None:
                     self.store._db.execute("UPDATE meta SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision'")
+                    self.store._db.execute("INSERT OR REPLACE INTO meta VALUES ('revision_id', ?)",
+                                           (secrets.token_hex(16),))
                     self.store._db.execute("COMMIT")
                 else:
                     self.store._db.execute("ROLLBACK")
@@ -213,7 +236,8 @@ class GalleryStore:
         return rows[0][0]
 
     def snapshot(self, with_embeddings: bool = True):
-        """One consistent read: (revision, face subject ids (N,), embeddings (N, D) or None, {subject id: name}).
+        """One consistent read: (revision, revision id, face subject ids (N,), embeddings (N, D) or None,
+        {subject id: name}).
 
         Faces come ordered by subject, then id, so each subject's faces are one contiguous run.
         """
@@ -221,6 +245,7 @@ class GalleryStore:
             self._db.execute("BEGIN")
             try:
                 (rev,), = self._db.execute("SELECT value FROM meta WHERE key = 'revision'").fetchall()
+                rev_id = self._db.execute("SELECT value FROM meta WHERE key = 'revision_id'").fetchone()
                 names = dict(self._db.execute("SELECT id, name FROM subjects").fetchall())
                 (n,), = self._db.execute("SELECT COUNT(*) FROM faces").fetchall()
                 owners = np.empty(n, np.int64)
@@ -233,12 +258,15 @@ class GalleryStore:
                         emb[i] = np.frombuffer(row[1], np.float32)
             finally:
                 self._db.execute("COMMIT")
-        return int(rev), owners, emb, names
+        return int(rev), rev_id[0] if rev_id else "", owners, emb, names
 
     # -- writes -------------------------------------------------------------------------------------
     def add(self, name: str, embeddings: np.ndarray, *, thumbnails=None, sources=None, metadata: dict | None = None,
-            create: bool = True) -> Subject:
-        """Add faces to `name` (created when new and `create`); metadata, when given, replaces the subject's."""
+            create: bool = True, exist_ok: bool = True) -> Subject:
+        """Add faces to `name` (created when new and `create`); metadata, when given, replaces the subject's.
+
+        `exist_ok=False`: only create; a taken name raises SubjectExistsError (checked in the write's
+        transaction, so two concurrent enrolments of one name never merge into one subject)."""
         name = check_name(name)
         emb = np.ascontiguousarray(embeddings, dtype=np.float32)
         if emb.ndim != 2 or emb.shape[1] != self.model.dim:
@@ -259,6 +287,8 @@ class GalleryStore:
                 sid = db.execute("INSERT INTO subjects (name, metadata, created) VALUES (?, ?, ?)",
                                  (name, json.dumps(metadata or {}), now)).lastrowid
             else:
+                if not exist_ok:
+                    raise SubjectExistsError(f"gallery {self.path} already has a subject named {name!r}")
                 sid = row[0]
                 if metadata is not None:
                     db.execute("UPDATE subjects SET metadata = ? WHERE id = ?", (json.dumps(metadata), sid))
@@ -309,7 +339,7 @@ class GalleryStore:
                 raise CosfaceError(f"no subject named {name!r} in gallery {self.path}")
             if target != name:
                 if db.execute("SELECT 1 FROM subjects WHERE name = ?", (target,)).fetchone():
-                    raise CosfaceError(f"gallery {self.path} already has a subject named {target!r}")
+                    raise SubjectExistsError(f"gallery {self.path} already has a subject named {target!r}")
                 db.execute("UPDATE subjects SET name = ? WHERE id = ?", (target, row[0]))
             if metadata is not None:
                 db.execute("UPDATE subjects SET metadata = ? WHERE id = ?", (json.dumps(metadata), row[0]))

@@ -22,6 +22,7 @@ import numpy as np
 from cosface.errors import CosfaceError
 from cosface.gallery.photos import (MAX_PIXELS, NoFaceError, NotAnImageError, TooManyPixelsError, decode_photo,
                                     face_crops, thumbnail_jpeg)
+from cosface.gallery.store import GalleryBusyError, SubjectExistsError
 from cosface.optional import require
 from cosface.serve.batcher import Batcher
 
@@ -254,6 +255,10 @@ def create_app(service: Service):
     async def _cosface_error(request, exc: CosfaceError):
         return JSONResponse(_error_body("bad_request", str(exc)), status_code=400)
 
+    @app.exception_handler(GalleryBusyError)
+    async def _busy(request, exc: GalleryBusyError):
+        return JSONResponse(_error_body("gallery_busy", str(exc)), status_code=503, headers={"Retry-After": "5"})
+
     @app.exception_handler(StarletteHTTPException)
     async def _http_error(request, exc):
         codes = {404: "not_found", 405: "method_not_allowed"}
@@ -404,10 +409,11 @@ def create_app(service: Service):
         emb, thumbs, sources = await _enroll_faces(inputs)
 
         def write():
-            if any(s.name == name.strip() for s in gallery.subjects()):
+            try:
+                return gallery.enroll(name, emb, thumbnails=thumbs, sources=sources, metadata=metadata, exist_ok=False)
+            except SubjectExistsError:
                 raise ApiError(409, "subject_exists", f"a subject named {name.strip()!r} exists: add faces with "
-                                                      f"POST /v1/subjects/{{name}}/faces")
-            return gallery.enroll(name, emb, thumbnails=thumbs, sources=sources, metadata=metadata)
+                                                      f"POST /v1/subjects/{{name}}/faces") from None
 
         return JSONResponse({"subject": _subject_doc(await run_in_threadpool(write))}, status_code=201)
 
@@ -431,9 +437,10 @@ def create_app(service: Service):
 
         def write():
             _subject(name)
-            if new_name is not None and new_name != name and any(s.name == new_name for s in service.gallery.subjects()):
-                raise ApiError(409, "subject_exists", f"a subject named {new_name!r} exists")
-            return service.gallery.store.update(name, new_name=new_name, metadata=metadata)
+            try:
+                return service.gallery.store.update(name, new_name=new_name, metadata=metadata)
+            except SubjectExistsError:
+                raise ApiError(409, "subject_exists", f"a subject named {new_name!r} exists") from None
 
         return {"subject": _subject_doc(await run_in_threadpool(write))}
 
@@ -531,7 +538,9 @@ def _client_embedding(inputs: Inputs, service: Service) -> np.ndarray:
         q = np.asarray(inputs.fields["embedding"], dtype=np.float32).reshape(1, -1)
     except (TypeError, ValueError):
         raise ApiError(400, "bad_request", "'embedding' must be a list of numbers") from None
-    if q.shape[1] != service.identity.dim or not np.isfinite(q).all():
+    if q.shape[1] == service.identity.dim and not np.isfinite(q).all():
+        raise ApiError(400, "bad_request", "'embedding' holds NaN or infinity")
+    if q.shape[1] != service.identity.dim:
         raise ApiError(409, "model_mismatch", f"the embedding has {q.shape[1]} values; this model's have "
                                               f"{service.identity.dim}")
     return q / max(float(np.linalg.norm(q)), 1e-12)

@@ -56,6 +56,12 @@ class Batcher:
                     break
                 jobs.append(job)
                 n += len(job[0])
+            # A request whose future was cancelled (its caller gave up) is dropped; the rest are marked running,
+            # so a late cancel cannot make set_result raise here and end this thread for every later request.
+            jobs = [(c, fut) for c, fut in jobs if fut.set_running_or_notify_cancel()]
+            if not jobs:
+                continue
+            n = sum(len(c) for c, _ in jobs)
             try:
                 out = self.embed_fn(np.concatenate([c for c, _ in jobs]))
             except BaseException as e:   # every waiting request gets the error, the worker lives on
