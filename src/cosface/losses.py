@@ -9,9 +9,12 @@ s·f(cos θ_y) with
     normalised softmax (NormFace)             f = cos θ
 
 so CosFace is (1, 0, m), ArcFace (1, m, 0) and the normalised softmax (1, 0, 0) of the combined form.
-Where the angular margin would push the angle past π (m1·θ + m2 > π) cos(·) stops decreasing, so the
-target would *gain* from a worse angle; there the usual ArcFace fallback applies instead:
-f = cos θ − m2·sin(m2) − m3, which keeps f decreasing in θ (the arcface "easy_margin = False" rule).
+Where the angular margin would push the angle past π (m1·θ + m2 > π, i.e. θ > θ* = (π − m2)/m1) cos(·)
+stops decreasing, so the target would *gain* from a worse angle; there f = cos θ − p − m3 instead, with
+p = max(m2·sin(m2), 1 + cos θ*). For m1 = 1 that is insightface's original ArcFace fallback
+(easy_margin = False: cos θ − m·sin m past π − m); p never leaves f above its value −1 − m3 at θ*, which
+m2·sin(m2) alone would for m1 > 1 (m1 = 1.35, m2 = 0: a jump from −1 up to cos θ* ≈ −0.686). So f never
+increases with θ.
 """
 from __future__ import annotations
 
@@ -45,8 +48,13 @@ class Margin:
             return cos_y - self.m3
         theta = torch.acos(cos_y.clamp(-1 + _ACOS_EPS, 1 - _ACOS_EPS))
         shifted = self.m1 * theta + self.m2
-        fallback = cos_y - self.m2 * math.sin(self.m2)
+        fallback = cos_y - self.fallback_penalty
         return torch.where(shifted <= math.pi, torch.cos(shifted), fallback) - self.m3
+
+    @property
+    def fallback_penalty(self) -> float:
+        """What the target cosine loses past θ* = (π − m2)/m1 (see the module docstring)."""
+        return max(self.m2 * math.sin(self.m2), 1.0 + math.cos((math.pi - self.m2) / self.m1))
 
     def describe(self) -> str:
         return f"(m1, m2, m3) = ({self.m1:g}, {self.m2:g}, {self.m3:g})"

@@ -13,13 +13,10 @@ from cosface.losses import (MARGINS, Margin, arcface_logits, combined_margin_log
 from cosface.parallel.sharded_head import ShardedCosFaceHead
 
 
-def target_formula(c: float, m1: float, m2: float, m3: float) -> float:
-    """The target cosine of one sample, written out: cos(m1·θ + m2) − m3, or the ArcFace fallback
-    cos θ − m2·sin(m2) − m3 where m1·θ + m2 would pass π."""
-    theta = math.acos(c)
-    if m1 * theta + m2 <= math.pi:
-        return math.cos(m1 * theta + m2) - m3
-    return c - m2 * math.sin(m2) - m3
+def fallback_penalty(m1: float, m2: float) -> float:
+    """What the target loses past θ* = (π − m2)/m1: ArcFace's m2·sin(m2), or more when that would leave
+    the target above its value at θ* (−1 − m3), which happens for m1 > 1."""
+    return max(m2 * math.sin(m2), 1 + math.cos((math.pi - m2) / m1))
 
 
 def reference_loss(x, w, y, s, m1, m2, m3):
@@ -35,7 +32,7 @@ def reference_loss(x, w, y, s, m1, m2, m3):
                 if m1 * theta.item() + m2 <= math.pi:
                     cos = torch.cos(m1 * theta + m2) - m3
                 else:
-                    cos = cos - m2 * math.sin(m2) - m3
+                    cos = cos - fallback_penalty(m1, m2) - m3
             logits.append(s * cos)
         logits = torch.stack(logits)
         losses.append(torch.logsumexp(logits, 0) - logits[int(y[i])])
@@ -46,12 +43,13 @@ CASES = [   # head, (s, m1, m2, m3)
     (lambda: ArcFaceHead(7, 16, s=64.0, m=0.5), (64.0, 1.0, 0.5, 0.0)),
     (lambda: CombinedMarginHead(7, 16, s=64.0, m1=1.0, m2=0.3, m3=0.2), (64.0, 1.0, 0.3, 0.2)),
     (lambda: CombinedMarginHead(7, 16, s=30.0, m1=0.9, m2=0.4, m3=0.15), (30.0, 0.9, 0.4, 0.15)),
+    (lambda: CombinedMarginHead(7, 16, s=30.0, m1=1.35, m2=0.0, m3=0.1), (30.0, 1.35, 0.0, 0.1)),
     (lambda: NormSoftmaxHead(7, 16, s=32.0), (32.0, 1.0, 0.0, 0.0)),
     (lambda: CosFaceHead(7, 16, s=32.0, m=0.35), (32.0, 1.0, 0.0, 0.35)),
 ]
 
 
-@pytest.mark.parametrize("make,params", CASES, ids=["arcface", "combined", "combined_m1", "softmax", "cosface"])
+@pytest.mark.parametrize("make,params", CASES, ids=["arcface", "combined", "combined_m1", "combined_m1_above_1", "softmax", "cosface"])
 def test_loss_and_both_gradients_match_float64_formula(make, params):
     torch.manual_seed(2)
     head = make()
@@ -85,6 +83,28 @@ def test_arcface_target_and_its_derivative_written_out():
         else:   # -0.95: θ ≈ 2.82 rad, θ + 0.5 > π
             assert oi == pytest.approx(ci - m * math.sin(m), abs=1e-12)
             assert gi == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("margin", [Margin(1, 0.5, 0), Margin(1, 0.3, 0.2), Margin(0.9, 0.4, 0.15),
+                                    Margin(1.35, 0, 0), Margin(1.2, 0.3, 0.1), Margin(2, 0, 0.35)])
+def test_target_never_rises_as_the_angle_grows(margin):
+    # A target that rises with θ rewards pushing a sample away from its own centre.
+    theta = torch.linspace(0, math.pi, 2001, dtype=torch.float64)
+    f = margin.target(torch.cos(theta))
+    assert (f[1:] <= f[:-1] + 1e-12).all(), theta[1:][f[1:] > f[:-1] + 1e-12][:3]
+
+
+def test_fallback_for_m1_above_1_written_out():
+    # m1 = 1.35, m2 = 0: θ* = π/1.35 ≈ 2.3271, cos θ* ≈ −0.6862. ArcFace's penalty m2·sin(m2) is 0 here,
+    # which would make the target jump from cos(π) = −1 up to cos θ* at θ*; the penalty is 1 + cos θ*.
+    theta = 2.5
+    want = math.cos(theta) - (1 + math.cos(math.pi / 1.35))          # ≈ −0.80114 − 0.31376 = −1.11490
+    assert want == pytest.approx(-1.11490, abs=1e-4)
+    got = Margin(1.35, 0.0, 0.0).target(torch.tensor([math.cos(theta)], dtype=torch.float64))
+    assert got.item() == pytest.approx(want, abs=1e-9)
+    # m1 = 1: still insightface's ArcFace fallback cos θ − m·sin(m) past π − m.
+    got = Margin(1.0, 0.5, 0.0).target(torch.tensor([math.cos(3.0)], dtype=torch.float64))
+    assert got.item() == pytest.approx(math.cos(3.0) - 0.5 * math.sin(0.5), abs=1e-12)
 
 
 def test_pure_functions_agree_with_each_other_and_known_values():
