@@ -16,7 +16,7 @@ from PIL import Image  # noqa: E402
 
 from cosface.cli import main  # noqa: E402
 from cosface.evaluation.pairs import read_lfw  # noqa: E402
-from cosface.faces import aligned_faces  # noqa: E402
+from cosface.faces import aligned_faces, read_photo  # noqa: E402
 
 
 def save(path, pixels):
@@ -167,3 +167,41 @@ def test_align_lfw_mode_writes_the_eval_layout_and_falls_back_to_the_centre(tmp_
     assert report["centre_crop_fallback"] == ["Cid_Cole/Cid_Cole_0002.jpg"] and report["options"]["keep"] == "center"
     pairs = read_lfw(out)
     assert len(pairs.images) == 6 and all(os.path.isfile(p) for p in pairs.images)
+
+
+def test_align_never_writes_two_photos_to_one_crop_name(tmp_path, capsys):
+    # With --keep all, x.jpg's two faces are named x_0.jpg and x_1.jpg: the photo x_0.jpg must not take
+    # (or be skipped because of) the first of those names.
+    raw = tmp_path / "raw"
+    a = resized(skdata.astronaut(), 250)
+    two = np.concatenate([a, np.pad(resized(a, 125), ((0, 125), (0, 0), (0, 0)))], 1)
+    save(raw / "p" / "x.jpg", two)
+    save(raw / "p" / "x_0.jpg", np.roll(a, 40, axis=1))
+    out = tmp_path / "all"
+    rc, text, _ = run_cli(capsys, "align", raw, "-o", out, "--workers", "1", "--keep", "all", "--quiet")
+    assert rc == 0 and "3 crops" in text
+    crops = {p.name: np.asarray(Image.open(p)).astype(int) for p in (out / "p").iterdir()}
+    assert len(crops) == 3
+    own = aligned_faces(read_photo(raw / "p" / "x_0.jpg"))[0][1]
+    assert sorted(np.abs(c - own).mean() < 3 for c in crops.values()) == [False, False, True]  # x_0.jpg's, once
+
+    # With --keep largest, x_0.jpg's crop must not make x.jpg look done: a lost crop of x.jpg is redone.
+    out = tmp_path / "largest"
+    run_cli(capsys, "align", raw, "-o", out, "--workers", "1", "--quiet")
+    (out / "p" / "x.jpg").unlink()
+    journal = out / ".align_journal.jsonl"
+    journal.write_text("".join(line for line in journal.read_text().splitlines(True) if '"p/x.jpg"' not in line))
+    rc, text, _ = run_cli(capsys, "align", raw, "-o", out, "--workers", "1", "--quiet")
+    assert rc == 0 and "this run: 1 images" in text and (out / "p" / "x.jpg").exists()
+
+
+def test_crop_names_of_photos_are_distinct_or_refused():
+    from cosface.errors import CosfaceError
+    from cosface.faces.folder import _out_stems
+
+    assert _out_stems(["a.jpg", "a.png", "b.jpg"], False) == {"a.jpg": "a.jpg", "a.png": "a.png", "b.jpg": "b"}
+    assert _out_stems(["x.jpg", "x_0.jpg", "x_01.jpg"], False) == {"x.jpg": "x", "x_0.jpg": "x_0", "x_01.jpg": "x_01"}
+    assert _out_stems(["x.jpg", "x_0.jpg", "x_01.jpg", "y_2.png"], True) == {
+        "x.jpg": "x", "x_0.jpg": "x_0.jpg", "x_01.jpg": "x_01", "y_2.png": "y_2"}
+    with pytest.raises(CosfaceError, match=r"photos 'a.jpg' and 'a.jpg.png' would be written to the same crop name"):
+        _out_stems(["a.jpg", "a.jpg.png", "a.png"], False)
