@@ -1,5 +1,6 @@
 """`cosface detect` and `cosface align` end to end on public-domain photos (scikit-image's astronaut and coffee)."""
 import json
+import re
 import os
 import signal
 import subprocess
@@ -205,3 +206,16 @@ def test_crop_names_of_photos_are_distinct_or_refused():
         "x.jpg": "x", "x_0.jpg": "x_0.jpg", "x_01.jpg": "x_01", "y_2.png": "y_2"}
     with pytest.raises(CosfaceError, match=r"photos 'a.jpg' and 'a.jpg.png' would be written to the same crop name"):
         _out_stems(["a.jpg", "a.jpg.png", "a.png"], False)
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--max-side", "16"], "max_side must be at least 32 pixels, got 16"),
+    (["--threshold", "1.5"], r"score threshold must be in \[0, 1\), got 1.5"),
+])
+def test_align_refuses_a_bad_detector_option_before_any_photo(tmp_path, capsys, option, message):
+    # Not "every photo unreadable" with exit 0 (and an options file that makes the folder expect them).
+    raw = tmp_path / "raw"
+    save(raw / "p" / "a.jpg", resized(skdata.astronaut(), 250))
+    rc, _, err = run_cli(capsys, "align", raw, "-o", tmp_path / "out", "--workers", "1", "--quiet", *option)
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert re.search(message, err) and not (tmp_path / "out").exists()

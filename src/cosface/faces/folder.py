@@ -59,6 +59,12 @@ class AlignOptions:
             raise CosfaceError(f"--keep must be one of {', '.join(KEEP)}, got {self.keep!r}")
         if self.min_face < 0:
             raise CosfaceError(f"--min-face must be >= 0 pixels, got {self.min_face}")
+        # One detection on a blank pixel checks max_side, the threshold and that the detector can be built
+        # (its package installed, its weights intact) here, rather than as an error on every photo.
+        from cosface.faces.detect import detect_faces
+
+        detect_faces(np.zeros((1, 1, 3), np.uint8), self.detector, self.max_side,
+                     score_threshold=self.score_threshold, threads=1)
 
 
 @dataclass(frozen=True)
