@@ -219,3 +219,23 @@ def test_align_refuses_a_bad_detector_option_before_any_photo(tmp_path, capsys, 
     rc, _, err = run_cli(capsys, "align", raw, "-o", tmp_path / "out", "--workers", "1", "--quiet", *option)
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert re.search(message, err) and not (tmp_path / "out").exists()
+
+
+def test_a_journal_cut_mid_line_loses_no_later_record(tmp_path, capsys):
+    # A crash (power loss, full disk) can leave the journal's last line without its end: the next run's
+    # first record must not be glued onto it, or that photo is redone once more by every later run.
+    raw = tmp_path / "raw"
+    a = resized(skdata.astronaut(), 250)
+    for name in ("a", "b"):
+        save(raw / "p" / f"{name}.jpg", a)
+    out = tmp_path / "out"
+    run_cli(capsys, "align", raw, "-o", out, "--workers", "1", "--quiet")
+    journal = out / ".align_journal.jsonl"
+    first, second = journal.read_text().splitlines(True)
+    journal.write_text(first + second[:len(second) // 2])          # b's line cut: b is redone
+    (out / "p" / "b.jpg").unlink()
+    rc, text, _ = run_cli(capsys, "align", raw, "-o", out, "--workers", "1", "--quiet")
+    assert rc == 0 and "this run: 1 images" in text
+    rc, text, _ = run_cli(capsys, "align", raw, "-o", out, "--workers", "1", "--quiet")
+    assert rc == 0 and "2 skipped as done by an earlier run" in text and "this run" not in text
+    assert json.loads((out / "align_report.json").read_text())["faces_found"] == 2

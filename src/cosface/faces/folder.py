@@ -250,6 +250,14 @@ def _read_journal(path: Path) -> dict[str, dict]:
     return done
 
 
+def _ends_mid_line(path: Path) -> bool:
+    with open(path, "rb") as f:
+        if f.seek(0, os.SEEK_END) == 0:
+            return False
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+
 def _remove_partials(out: Path) -> int:
     n = 0
     if out.is_dir():
@@ -316,6 +324,8 @@ def align_folder(raw: str | os.PathLike, out: str | os.PathLike, opts: AlignOpti
 
     previous = signal.signal(signal.SIGTERM, stop) if _main_thread() else None
     journal = open(journal_path, "a", encoding="utf-8")
+    if _ends_mid_line(journal_path):     # a crash cut the last line: start on a fresh one, not glued to it
+        journal.write("\n")
     try:
         with tqdm(total=len(tasks), initial=len(already), unit="img", desc="align", file=sys.stderr,
                   disable=not progress) as bar:
