@@ -239,3 +239,16 @@ def test_a_journal_cut_mid_line_loses_no_later_record(tmp_path, capsys):
     rc, text, _ = run_cli(capsys, "align", raw, "-o", out, "--workers", "1", "--quiet")
     assert rc == 0 and "2 skipped as done by an earlier run" in text and "this run" not in text
     assert json.loads((out / "align_report.json").read_text())["faces_found"] == 2
+
+
+def test_detect_draws_photos_of_one_name_to_distinct_pictures(tmp_path, capsys):
+    a = save(tmp_path / "a" / "001.jpg", skdata.astronaut())
+    b = save(tmp_path / "b" / "001.jpg", skdata.coffee())
+    c = save(tmp_path / "c" / "001-2.png", skdata.coffee()[:100])
+    rc, out, _ = run_cli(capsys, "detect", a, b, c, "-o", tmp_path / "many", "--json")
+    assert rc == 0
+    drawn = [r["annotated"] for r in json.loads(out)]
+    assert len(set(drawn)) == 3 and sorted(os.listdir(tmp_path / "many")) == sorted(os.path.basename(d) for d in drawn)
+    assert drawn[0].endswith("001.faces.png")
+    for d, source in zip(drawn, (a, b, c)):
+        assert Image.open(d).size == Image.open(source).size
