@@ -1,5 +1,6 @@
 """`cosface detect` and `cosface align` end to end on public-domain photos (scikit-image's astronaut and coffee)."""
 import json
+import re
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from PIL import Image  # noqa: E402
 
 from cosface.cli import main  # noqa: E402
 from cosface.evaluation.pairs import read_lfw  # noqa: E402
-from cosface.faces import aligned_faces  # noqa: E402
+from cosface.faces import aligned_faces, read_photo  # noqa: E402
 
 
 def save(path, pixels):
@@ -167,3 +168,87 @@ def test_align_lfw_mode_writes_the_eval_layout_and_falls_back_to_the_centre(tmp_
     assert report["centre_crop_fallback"] == ["Cid_Cole/Cid_Cole_0002.jpg"] and report["options"]["keep"] == "center"
     pairs = read_lfw(out)
     assert len(pairs.images) == 6 and all(os.path.isfile(p) for p in pairs.images)
+
+
+def test_align_never_writes_two_photos_to_one_crop_name(tmp_path, capsys):
+    # With --keep all, x.jpg's two faces are named x_0.jpg and x_1.jpg: the photo x_0.jpg must not take
+    # (or be skipped because of) the first of those names.
+    raw = tmp_path / "raw"
+    a = resized(skdata.astronaut(), 250)
+    two = np.concatenate([a, np.pad(resized(a, 125), ((0, 125), (0, 0), (0, 0)))], 1)
+    save(raw / "p" / "x.jpg", two)
+    save(raw / "p" / "x_0.jpg", np.roll(a, 40, axis=1))
+    out = tmp_path / "all"
+    rc, text, _ = run_cli(capsys, "align", raw, "-o", out, "--workers", "1", "--keep", "all", "--quiet")
+    assert rc == 0 and "3 crops" in text
+    crops = {p.name: np.asarray(Image.open(p)).astype(int) for p in (out / "p").iterdir()}
+    assert len(crops) == 3
+    own = aligned_faces(read_photo(raw / "p" / "x_0.jpg"))[0][1]
+    assert sorted(np.abs(c - own).mean() < 3 for c in crops.values()) == [False, False, True]  # x_0.jpg's, once
+
+    # With --keep largest, x_0.jpg's crop must not make x.jpg look done: a lost crop of x.jpg is redone.
+    out = tmp_path / "largest"
+    run_cli(capsys, "align", raw, "-o", out, "--workers", "1", "--quiet")
+    (out / "p" / "x.jpg").unlink()
+    journal = out / ".align_journal.jsonl"
+    journal.write_text("".join(line for line in journal.read_text().splitlines(True) if '"p/x.jpg"' not in line))
+    rc, text, _ = run_cli(capsys, "align", raw, "-o", out, "--workers", "1", "--quiet")
+    assert rc == 0 and "this run: 1 images" in text and (out / "p" / "x.jpg").exists()
+
+
+def test_crop_names_of_photos_are_distinct_or_refused():
+    from cosface.errors import CosfaceError
+    from cosface.faces.folder import _out_stems
+
+    assert _out_stems(["a.jpg", "a.png", "b.jpg"], False) == {"a.jpg": "a.jpg", "a.png": "a.png", "b.jpg": "b"}
+    assert _out_stems(["x.jpg", "x_0.jpg", "x_01.jpg"], False) == {"x.jpg": "x", "x_0.jpg": "x_0", "x_01.jpg": "x_01"}
+    assert _out_stems(["x.jpg", "x_0.jpg", "x_01.jpg", "y_2.png"], True) == {
+        "x.jpg": "x", "x_0.jpg": "x_0.jpg", "x_01.jpg": "x_01", "y_2.png": "y_2"}
+    with pytest.raises(CosfaceError, match=r"photos 'a.jpg' and 'a.jpg.png' would be written to the same crop name"):
+        _out_stems(["a.jpg", "a.jpg.png", "a.png"], False)
+
+
+@pytest.mark.parametrize("option, message", [
+    (["--max-side", "16"], "max_side must be at least 32 pixels, got 16"),
+    (["--threshold", "1.5"], r"score threshold must be in \[0, 1\), got 1.5"),
+])
+def test_align_refuses_a_bad_detector_option_before_any_photo(tmp_path, capsys, option, message):
+    # Not "every photo unreadable" with exit 0 (and an options file that makes the folder expect them).
+    raw = tmp_path / "raw"
+    save(raw / "p" / "a.jpg", resized(skdata.astronaut(), 250))
+    rc, _, err = run_cli(capsys, "align", raw, "-o", tmp_path / "out", "--workers", "1", "--quiet", *option)
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    assert re.search(message, err) and not (tmp_path / "out").exists()
+
+
+def test_a_journal_cut_mid_line_loses_no_later_record(tmp_path, capsys):
+    # A crash (power loss, full disk) can leave the journal's last line without its end: the next run's
+    # first record must not be glued onto it, or that photo is redone once more by every later run.
+    raw = tmp_path / "raw"
+    a = resized(skdata.astronaut(), 250)
+    for name in ("a", "b"):
+        save(raw / "p" / f"{name}.jpg", a)
+    out = tmp_path / "out"
+    run_cli(capsys, "align", raw, "-o", out, "--workers", "1", "--quiet")
+    journal = out / ".align_journal.jsonl"
+    first, second = journal.read_text().splitlines(True)
+    journal.write_text(first + second[:len(second) // 2])          # b's line cut: b is redone
+    (out / "p" / "b.jpg").unlink()
+    rc, text, _ = run_cli(capsys, "align", raw, "-o", out, "--workers", "1", "--quiet")
+    assert rc == 0 and "this run: 1 images" in text
+    rc, text, _ = run_cli(capsys, "align", raw, "-o", out, "--workers", "1", "--quiet")
+    assert rc == 0 and "2 skipped as done by an earlier run" in text and "this run" not in text
+    assert json.loads((out / "align_report.json").read_text())["faces_found"] == 2
+
+
+def test_detect_draws_photos_of_one_name_to_distinct_pictures(tmp_path, capsys):
+    a = save(tmp_path / "a" / "001.jpg", skdata.astronaut())
+    b = save(tmp_path / "b" / "001.jpg", skdata.coffee())
+    c = save(tmp_path / "c" / "001-2.png", skdata.coffee()[:100])
+    rc, out, _ = run_cli(capsys, "detect", a, b, c, "-o", tmp_path / "many", "--json")
+    assert rc == 0
+    drawn = [r["annotated"] for r in json.loads(out)]
+    assert len(set(drawn)) == 3 and sorted(os.listdir(tmp_path / "many")) == sorted(os.path.basename(d) for d in drawn)
+    assert drawn[0].endswith("001.faces.png")
+    for d, source in zip(drawn, (a, b, c)):
+        assert Image.open(d).size == Image.open(source).size

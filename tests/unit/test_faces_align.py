@@ -142,3 +142,33 @@ def test_cosface_template_crop_is_96_wide_and_the_arcface_crop_shifted():
 def test_align_face_rejects_bad_images():
     with pytest.raises(CosfaceError, match="uint8 RGB"):
         align_face(np.zeros((10, 10), np.float32), ARCFACE_112)
+
+
+def test_the_crop_equals_scikit_images_similarity_and_bilinear_warp():
+    # An independent reference: skimage's SimilarityTransform (Umeyama) and order-1 warp with a black
+    # constant border, on its public-domain astronaut, for the arcface template at three sizes and cosface.
+    skdata = pytest.importorskip("skimage.data")
+    from skimage import transform
+
+    astronaut = skdata.astronaut()
+    points = np.array([[204.8, 100.8], [247.4, 103.4], [223.6, 129.2], [202.5, 138.1], [244.2, 140.6]])
+    for template, size in [("arcface", 112), ("arcface", 224), ("arcface", 150), ("cosface", 112)]:
+        dst, w, h = template_points(template, size)
+        if hasattr(transform.SimilarityTransform, "from_estimate"):      # scikit-image >= 0.26
+            t = transform.SimilarityTransform.from_estimate(points, dst)
+        else:
+            t = transform.SimilarityTransform()
+            t.estimate(points, dst)
+        np.testing.assert_allclose(alignment_matrix(points, size, template), t.params[:2], atol=1e-9)
+        ref = transform.warp(astronaut, t.inverse, output_shape=(h, w), order=1, mode="constant", cval=0,
+                             preserve_range=True)
+        out = align_face(astronaut, points, size, template)
+        assert np.abs(out.astype(int) - np.rint(ref)).max() <= 1
+    # The photo's right edge inside the crop (source x 420 to 520): black beyond it, mixed with black along
+    # the edge, as skimage's constant border does.
+    m = similarity(3.0, 0.0, -1260.0, -180.0)
+    ref = transform.warp(astronaut, transform.AffineTransform(matrix=np.vstack([m, [0, 0, 1]])).inverse,
+                         output_shape=(300, 300), order=1, mode="constant", cval=0, preserve_range=True)
+    out = warp(astronaut, m, 300, 300)
+    assert not out[:, -20:].any() and out[:, :250].all(axis=2).mean() > 0.9
+    assert np.abs(out.astype(int) - np.rint(ref)).max() <= 1

@@ -200,3 +200,26 @@ def test_read_photo_turns_a_photo_upright_by_its_exif_orientation(tmp_path, astr
     (tmp_path / "empty.jpg").write_bytes(b"")
     with pytest.raises(CosfaceError, match="empty.jpg: empty file"):
         read_photo(tmp_path / "empty.jpg")
+
+
+def test_a_pil_image_of_any_mode_is_seen_as_its_file_is(tmp_path, astronaut):
+    from PIL import Image
+
+    from cosface.faces import as_rgb, read_photo
+    from cosface.preprocess import to_rgb8
+
+    # 16-bit gray: Pillow's own convert("RGB") clips every value above 255 to white, leaving no face to find.
+    gray16 = (astronaut.mean(2) * 257).astype(np.uint16)
+    Image.fromarray(gray16).save(tmp_path / "gray16.png")
+    with Image.open(tmp_path / "gray16.png") as im:
+        assert im.mode.startswith("I;16")
+        np.testing.assert_array_equal(as_rgb(im), read_photo(tmp_path / "gray16.png"))
+        [face] = detect_faces(im)
+    assert np.abs(face.landmarks - ASTRONAUT_POINTS).max() < 4
+    # Transparent pixels are black, as the file decoder and the Embedder make them, not the colour beneath.
+    alpha = np.where(np.arange(512) < 256, 0, 255).astype(np.uint8)[None, :].repeat(512, 0)
+    rgba = Image.fromarray(np.dstack([astronaut, alpha]))
+    assert not as_rgb(rgba)[:, :256].any()
+    np.testing.assert_array_equal(as_rgb(rgba), to_rgb8(rgba))
+    with pytest.raises(CosfaceError, match="LAB images are not supported"):
+        as_rgb(Image.fromarray(astronaut).convert("LAB"))

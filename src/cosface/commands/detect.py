@@ -26,7 +26,8 @@ def add_parser(subparsers) -> None:
     p.add_argument("photos", nargs="+", metavar="PHOTO")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
     p.add_argument("-o", "--out", metavar="OUT.png",
-                   help="annotated picture (one photo), or a directory of PHOTO_NAME.faces.png (several)")
+                   help="annotated picture (one photo), or a directory of PHOTO_NAME.faces.png (several; "
+                   "a repeated name gets -2, -3, ...)")
     add_detection_options(p)
     p.set_defaults(func=run)
 
@@ -44,7 +45,8 @@ def run(args: argparse.Namespace) -> int:
         if out.exists() and not out.is_dir():
             raise CosfaceError(f"-o {out}: with several photos, -o names a directory")
         out.mkdir(parents=True, exist_ok=True)
-    for name in args.photos:
+    drawn = _annotated_names(args.photos)
+    for name, drawn_name in zip(args.photos, drawn):
         image = read_photo(name)
         faces = detect_faces(image, args.detector, args.max_side, min_face=args.min_face,
                              score_threshold=args.threshold)
@@ -55,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
 
             from cosface.faces.draw import annotate
 
-            target = out / f"{Path(name).stem}.faces.png" if len(args.photos) > 1 else out
+            target = out / drawn_name if len(args.photos) > 1 else out
             target.parent.mkdir(parents=True, exist_ok=True)
             Image.fromarray(annotate(image, faces)).save(target)
             results[-1]["annotated"] = str(target)
@@ -64,6 +66,25 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(results if len(results) > 1 else results[0], indent=2))
     return 0
+
+
+def _annotated_names(photos: list[str]) -> list[str]:
+    """PHOTO_NAME.faces.png for each photo; a name already taken (a/001.jpg, b/001.jpg) gets -2, -3, ...,
+    never one another photo has as its own, so no picture overwrites another."""
+    from pathlib import Path
+
+    reserved = {f"{Path(p).stem}.faces.png" for p in photos}
+    used: set[str] = set()
+    names = []
+    for p in photos:
+        stem = Path(p).stem
+        name, k = f"{stem}.faces.png", 1
+        while name in used or (k > 1 and name in reserved):
+            k += 1
+            name = f"{stem}-{k}.faces.png"
+        used.add(name)
+        names.append(name)
+    return names
 
 
 def _print(r: dict) -> None:

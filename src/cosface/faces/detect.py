@@ -142,9 +142,15 @@ def _jpeg(data: bytes) -> np.ndarray | None:
 
 
 def as_rgb(image) -> np.ndarray:
-    """(H, W, 3) / (H, W) / (H, W, 1) uint8 array or PIL image -> contiguous (H, W, 3) uint8 RGB."""
+    """(H, W, 3) / (H, W) / (H, W, 1) uint8 array or PIL image -> contiguous (H, W, 3) uint8 RGB.
+
+    A PIL image is converted as the file decoder converts it (`to_rgb8`: 16-bit scaled, transparency on
+    black), so a photo gives the same faces whether passed as a file or as an opened image."""
     if type(image).__module__.startswith("PIL.") and hasattr(image, "convert"):
-        image = np.asarray(image.convert("RGB"))
+        try:
+            image = to_rgb8(image)
+        except ValueError as e:
+            raise CosfaceError(str(e)) from None
     if not isinstance(image, np.ndarray) or image.dtype != np.uint8:
         raise CosfaceError(f"expected a uint8 image array, got {getattr(image, 'dtype', type(image).__name__)}")
     if image.ndim == 3 and image.shape[2] == 1:

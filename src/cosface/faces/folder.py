@@ -59,6 +59,12 @@ class AlignOptions:
             raise CosfaceError(f"--keep must be one of {', '.join(KEEP)}, got {self.keep!r}")
         if self.min_face < 0:
             raise CosfaceError(f"--min-face must be >= 0 pixels, got {self.min_face}")
+        # One detection on a blank pixel checks max_side, the threshold and that the detector can be built
+        # (its package installed, its weights intact) here, rather than as an error on every photo.
+        from cosface.faces.detect import detect_faces
+
+        detect_faces(np.zeros((1, 1, 3), np.uint8), self.detector, self.max_side,
+                     score_threshold=self.score_threshold, threads=1)
 
 
 @dataclass(frozen=True)
@@ -68,7 +74,38 @@ class Task:
     out_stem: str    # absolute path of the crop without ".jpg"
 
 
-def list_raw(raw: Path, out: Path, lfw: bool) -> tuple[list[Task], list[str]]:
+def _out_stems(photos: list[str], keep_all: bool) -> dict[str, str]:
+    """Photo file name -> the stem of its crops, no two photos sharing a crop name.
+
+    a.jpg and a.png -> a.jpg, a.png (then a.jpg.jpg, a.png.jpg). With --keep all a photo x.jpg may write
+    x_0.jpg, x_1.jpg, ..., so a photo x_0.jpg keeps its full name too (x_0.jpg.jpg).
+    """
+    count: dict[str, int] = {}
+    for f in photos:
+        count[Path(f).stem] = count.get(Path(f).stem, 0) + 1
+    stems = {f: Path(f).stem if count[Path(f).stem] == 1 else f for f in photos}
+    if keep_all:
+        taken = set(stems.values())
+        stems = {f: f if _face_suffixed(s, taken) else s for f, s in stems.items()}
+    owner: dict[str, str] = {}
+    for f, s in stems.items():          # what the renaming above cannot settle (a.jpg, a.png and a.jpg.png)
+        if s in owner:
+            raise CosfaceError(f"photos {owner[s]!r} and {f!r} would be written to the same crop name; rename one")
+        owner[s] = f
+    for f, s in stems.items():
+        if keep_all and _face_suffixed(s, set(owner)):
+            raise CosfaceError(f"with --keep all, photo {f!r} would be written to the crop name of a face of photo "
+                               f"{owner[s.rpartition('_')[0]]!r}; rename one")
+    return stems
+
+
+def _face_suffixed(stem: str, stems: set[str]) -> bool:
+    """Whether `stem` is some other stem's name for one of several faces ("<other>_<i>")."""
+    base, sep, num = stem.rpartition("_")
+    return bool(sep) and num.isascii() and num.isdigit() and str(int(num)) == num and base in stems
+
+
+def list_raw(raw: Path, out: Path, lfw: bool, keep_all: bool = False) -> tuple[list[Task], list[str]]:
     """Tasks for every photo in RAW/<class>/, and names of files that are not photos (reported, not aligned)."""
     if not raw.is_dir():
         raise CosfaceError(f"raw folder {raw} does not exist or is not a directory")
@@ -79,16 +116,13 @@ def list_raw(raw: Path, out: Path, lfw: bool) -> tuple[list[Task], list[str]]:
     tasks, ignored = [], []
     for c in classes:
         files = sorted(e.name for e in os.scandir(raw / c) if e.is_file() and not e.name.startswith("."))
-        stems: dict[str, int] = {}
-        for f in files:
-            stem = Path(f).stem
-            stems[stem] = stems.get(stem, 0) + 1
-        for f in files:
-            if Path(f).suffix.lower() not in PHOTO_SUFFIXES:
-                ignored.append(f"{c}/{f}")
-                continue
-            stem = Path(f).stem if stems[Path(f).stem] == 1 else f    # a.jpg and a.png -> a.jpg.jpg, a.png.jpg
-            tasks.append(Task(str(raw / c / f), f"{c}/{f}", str(base / c / stem)))
+        ignored += [f"{c}/{f}" for f in files if Path(f).suffix.lower() not in PHOTO_SUFFIXES]
+        photos = [f for f in files if Path(f).suffix.lower() in PHOTO_SUFFIXES]
+        try:
+            stems = _out_stems(photos, keep_all)
+        except CosfaceError as e:
+            raise CosfaceError(f"{raw / c}: {e}") from None
+        tasks += [Task(str(raw / c / f), f"{c}/{f}", str(base / c / stems[f])) for f in photos]
     if not tasks:
         raise CosfaceError(f"raw folder {raw} holds no photos ({', '.join(sorted(PHOTO_SUFFIXES))}) in its class folders")
     return tasks, ignored
@@ -216,6 +250,14 @@ def _read_journal(path: Path) -> dict[str, dict]:
     return done
 
 
+def _ends_mid_line(path: Path) -> bool:
+    with open(path, "rb") as f:
+        if f.seek(0, os.SEEK_END) == 0:
+            return False
+        f.seek(-1, os.SEEK_END)
+        return f.read(1) != b"\n"
+
+
 def _remove_partials(out: Path) -> int:
     n = 0
     if out.is_dir():
@@ -267,12 +309,12 @@ def align_folder(raw: str | os.PathLike, out: str | os.PathLike, opts: AlignOpti
     if out.resolve() == raw.resolve() or raw.resolve() in out.resolve().parents:
         raise CosfaceError(f"the output folder {out} must not lie inside the raw folder {raw}")
     pairs_src = find_pairs(raw, pairs) if opts.lfw else None
-    tasks, ignored = list_raw(raw, out, opts.lfw)
+    tasks, ignored = list_raw(raw, out, opts.lfw, opts.keep == "all")
     _check_options(out, opts)
     _remove_partials(out)
     journal_path = out / JOURNAL
     done = _read_journal(journal_path)
-    todo = [t for t in tasks if t.rel not in done and not _written(t)]
+    todo = [t for t in tasks if t.rel not in done and not _written(t, opts.keep == "all")]
     already = {t.rel for t in tasks} - {t.rel for t in todo}
     start = time.perf_counter()
     records: dict[str, dict] = {}
@@ -282,6 +324,8 @@ def align_folder(raw: str | os.PathLike, out: str | os.PathLike, opts: AlignOpti
 
     previous = signal.signal(signal.SIGTERM, stop) if _main_thread() else None
     journal = open(journal_path, "a", encoding="utf-8")
+    if _ends_mid_line(journal_path):     # a crash cut the last line: start on a fresh one, not glued to it
+        journal.write("\n")
     try:
         with tqdm(total=len(tasks), initial=len(already), unit="img", desc="align", file=sys.stderr,
                   disable=not progress) as bar:
@@ -308,8 +352,9 @@ def align_folder(raw: str | os.PathLike, out: str | os.PathLike, opts: AlignOpti
     return report
 
 
-def _written(t: Task) -> bool:
-    return Path(f"{t.out_stem}.jpg").exists() or Path(f"{t.out_stem}_0.jpg").exists()
+def _written(t: Task, keep_all: bool) -> bool:
+    # Only --keep all writes <stem>_0.jpg; otherwise that name may be another photo's crop.
+    return Path(f"{t.out_stem}.jpg").exists() or (keep_all and Path(f"{t.out_stem}_0.jpg").exists())
 
 
 def _main_thread() -> bool:
