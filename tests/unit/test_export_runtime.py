@@ -233,3 +233,29 @@ def test_importing_cosface_is_light_and_onnx_runs_without_torch(tmp_path):
             f"e = cosface.Embedder({str(model)!r}).embed(np.zeros((112, 112, 3), np.uint8)); "
             "assert e.shape == (1, 6); assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def tiny_checkpoint(path):
+    """A cosface checkpoint of an untrained 16x16 MobileFaceNet: cheap to export."""
+    from cosface.backbones import build_backbone
+    from cosface.checkpoint import FORMAT, FORMAT_VERSION, atomic_save, versions
+    from cosface.config import Config
+
+    model = build_backbone("mobilefacenet", input_size=16)
+    cfg = Config().replace(**{"model.backbone": "mobilefacenet", "model.input_size": 16})
+    atomic_save({"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(), "config": cfg.to_dict(),
+                 "num_classes": 0, "class_names": [], "preprocessing": Preprocessing(size=16).to_dict(),
+                 "backbone": model.state_dict(), "head": {}}, path)
+    return path
+
+
+def test_export_onto_its_own_checkpoint_is_refused_and_the_checkpoint_survives(tmp_path):
+    ckpt = tiny_checkpoint(tmp_path / "epoch_001.pt")
+    before = ckpt.read_bytes()
+    (tmp_path / "link.pt").symlink_to(ckpt)
+    for out in (ckpt, tmp_path / "link.pt", tmp_path / "." / "epoch_001.pt"):
+        with pytest.raises(CosfaceError, match=f"output {out} is the checkpoint being exported"):
+            export_model(ckpt, out, fmt="torchscript")
+    assert ckpt.read_bytes() == before and model_kind(ckpt) == "checkpoint"
+    assert export_model(ckpt, tmp_path / "model.pt", fmt="torchscript").max_abs_diff == 0
+
