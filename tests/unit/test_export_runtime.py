@@ -259,3 +259,13 @@ def test_export_onto_its_own_checkpoint_is_refused_and_the_checkpoint_survives(t
     assert ckpt.read_bytes() == before and model_kind(ckpt) == "checkpoint"
     assert export_model(ckpt, tmp_path / "model.pt", fmt="torchscript").max_abs_diff == 0
 
+
+
+def test_export_of_a_file_that_is_no_model_does_not_call_it_an_onnx_model(tmp_path):
+    for name, data in (("page.pt", b"<html><body>404 Not Found</body></html>"), ("empty.pt", b"")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CosfaceError) as e:
+            export_model(tmp_path / name, tmp_path / "out.onnx")
+        assert str(tmp_path / name) in str(e.value) and "is an ONNX model" not in str(e.value)
+        assert "not a cosface training checkpoint" in str(e.value)
+    assert not (tmp_path / "out.onnx").exists()
