@@ -269,3 +269,17 @@ def test_export_of_a_file_that_is_no_model_does_not_call_it_an_onnx_model(tmp_pa
         assert str(tmp_path / name) in str(e.value) and "is an ONNX model" not in str(e.value)
         assert "not a cosface training checkpoint" in str(e.value)
     assert not (tmp_path / "out.onnx").exists()
+
+
+def test_verify_refuses_a_threshold_that_is_not_a_cosine(tmp_path):
+    from cosface.cli import main
+
+    model = pooling_onnx(tmp_path / "m.onnx", INFO.to_metadata())
+    emb = Embedder(model)
+    a, b = solid((255, 128, 128)), solid((128, 255, 128))    # similarity 0: 'different' at any threshold >= 0
+    for bad in (float("nan"), float("inf"), 1.5, -2.0):
+        with pytest.raises(CosfaceError, match=f"threshold is a cosine, in -1..1; got {bad}"):
+            emb.verify(a, b, threshold=bad)
+    assert emb.verify(a, b, threshold=-1.0).same and not emb.verify(a, b, threshold=1.0).same
+    pa, pb = write_png(tmp_path / "a.png", a), write_png(tmp_path / "b.png", b)
+    assert main(["verify", "--model", str(model), str(pa), str(pb), "--threshold", "nan"]) == 2   # an error, not a verdict
