@@ -283,3 +283,25 @@ def test_verify_refuses_a_threshold_that_is_not_a_cosine(tmp_path):
     assert emb.verify(a, b, threshold=-1.0).same and not emb.verify(a, b, threshold=1.0).same
     pa, pb = write_png(tmp_path / "a.png", a), write_png(tmp_path / "b.png", b)
     assert main(["verify", "--model", str(model), str(pa), str(pb), "--threshold", "nan"]) == 2   # an error, not a verdict
+
+
+def test_files_from_before_the_alignment_and_far_keys_load_with_the_documented_defaults(tmp_path):
+    # The first key set (cosface_format 1): no alignment_template / alignment_method, and an evaluation
+    # without verify_threshold / far_thresholds (its threshold the mean of the fold thresholds).
+    ev = {"protocol": "reference", "mean": 0.9, "std": 0.02, "thresholds": [0.2, 0.4], "dataset": "lfw"}
+    meta = {k: v for k, v in ModelInfo(Preprocessing(), 3, "channel-means", 7, "0.1.0", threshold=0.3000000000000001,
+                                       evaluation=ev).to_metadata().items() if not k.startswith("alignment_")}
+
+    class ChannelMeans(torch.nn.Module):
+        def forward(self, x):
+            return x.mean((2, 3))
+
+    script = tmp_path / "old.ts"
+    torch.jit.save(torch.jit.script(ChannelMeans()), str(script), _extra_files={"cosface.json": json.dumps(meta)})
+    for path in (pooling_onnx(tmp_path / "old.onnx", meta), script):
+        emb = Embedder(path, device="cpu")
+        assert (emb.info.alignment_template, emb.info.alignment_method) == ("arcface", "umeyama-similarity-5pt+bilinear")
+        value, source = emb.default_threshold()
+        assert value == 0.3000000000000001 and "mean of 2 fold thresholds" in source
+        with pytest.raises(CosfaceError, match="holds no threshold for FAR 0.001 \\(it has: none\\)"):
+            emb.threshold_at_far(0.001)
