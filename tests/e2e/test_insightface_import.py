@@ -139,3 +139,12 @@ def test_output_that_is_the_source_file_is_refused_and_the_weights_survive(impor
         with pytest.raises(CosfaceError, match=f"{out} is the file being imported"):
             import_insightface(src, "iresnet18", out, input_size=SIZE)
     assert src.read_bytes() == before
+
+
+def test_infer_cli_refuses_channel_order_without_mean_and_std(imported, capsys):
+    from cosface.cli import main
+
+    d, _ = imported
+    with pytest.raises(SystemExit) as e:   # a cosface model has its own channel order: not silently dropped
+        main(["infer", "--model", str(d / "r18.pt"), "--lfw", str(d), "--channel-order", "BGR"])
+    assert e.value.code == 2 and "--channel-order goes with --mean and --std" in capsys.readouterr().err
