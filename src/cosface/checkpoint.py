@@ -11,6 +11,7 @@ import os
 import platform
 import random
 import re
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -159,8 +160,12 @@ def safe_torch_load(p: Path, what: str, kind: str) -> Any:
     weights_only=False, which would run it: the message names the global and never repeats that advice.
     """
     try:
-        return torch.load(p, map_location="cpu", weights_only=True)
+        with warnings.catch_warnings():   # torch warns before refusing a TorchScript archive; the error below says it
+            warnings.filterwarnings("ignore", message=".*looks like a TorchScript archive")
+            return torch.load(p, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated zip, foreign pickle, not a torch file at all
+        if "TorchScript archive" in str(e):
+            raise CosfaceError(f"{what} {p} is a TorchScript model (an export), not {kind}") from None
         forbidden = re.search(r"GLOBAL ([\w.]+)", str(e))
         if forbidden:
             raise CosfaceError(f"{what} {p} cannot be read: it tries to load the forbidden global {forbidden.group(1)}; "

@@ -80,6 +80,8 @@ def export_model(ckpt_path: str | os.PathLike, out: str | os.PathLike, *, fmt: s
     out = Path(out)
     if out.is_dir():
         raise CosfaceError(f"output {out} is a directory; give a file name")
+    if out.exists() and os.path.samefile(out, ckpt_path):   # the export would replace the training checkpoint
+        raise CosfaceError(f"output {out} is the checkpoint being exported; give another file name")
     t0 = time.perf_counter()
     model, prep, ckpt = load_backbone(ckpt_path, "cpu")     # eval mode: BN uses its running statistics
     info = ModelInfo.from_checkpoint(ckpt)

@@ -86,6 +86,8 @@ def import_insightface(src: str | os.PathLike, arch: str, out: str | os.PathLike
     if not arch.startswith("iresnet") or arch not in available_backbones():
         names = [n for n in available_backbones() if n.startswith("iresnet")]
         raise CosfaceError(f"--arch {arch!r}: insightface backbones importable here are {', '.join(names)}")
+    if Path(out).exists() and Path(src).exists() and os.path.samefile(src, out):   # writing would destroy the weights
+        raise CosfaceError(f"{out} is the file being imported; give the checkpoint another name")
     state = read_state_dict(src)
     embedding = int(state["features.weight"].shape[0]) if "features.weight" in state else 512
     model = build_backbone(arch, embedding_size=embedding, input_size=input_size)

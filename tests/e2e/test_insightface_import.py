@@ -127,3 +127,24 @@ def test_wrong_architecture_names_the_first_mismatched_key(imported, tmp_path):
     with pytest.raises(CosfaceError, match="insightface backbones importable here are iresnet100"):
         import_insightface(d / "backbone.pth", "mobilefacenet", tmp_path / "x.pt")
     assert not (tmp_path / "x.pt").exists()
+
+
+def test_output_that_is_the_source_file_is_refused_and_the_weights_survive(imported, tmp_path):
+    d, _ = imported
+    src = tmp_path / "backbone.pth"
+    src.write_bytes((d / "backbone.pth").read_bytes())
+    before = src.read_bytes()
+    (tmp_path / "link.pth").symlink_to(src)
+    for out in (src, tmp_path / "link.pth", tmp_path / "." / "backbone.pth"):
+        with pytest.raises(CosfaceError, match=f"{out} is the file being imported"):
+            import_insightface(src, "iresnet18", out, input_size=SIZE)
+    assert src.read_bytes() == before
+
+
+def test_infer_cli_refuses_channel_order_without_mean_and_std(imported, capsys):
+    from cosface.cli import main
+
+    d, _ = imported
+    with pytest.raises(SystemExit) as e:   # a cosface model has its own channel order: not silently dropped
+        main(["infer", "--model", str(d / "r18.pt"), "--lfw", str(d), "--channel-order", "BGR"])
+    assert e.value.code == 2 and "--channel-order goes with --mean and --std" in capsys.readouterr().err

@@ -66,6 +66,14 @@ def test_unknown_below_the_threshold_and_known_above(tmp_path):
     assert not unknown.known and unknown.name is None and len(unknown.matches) == 2
 
 
+def test_identify_refuses_a_threshold_that_is_not_a_cosine(tmp_path):
+    g, emb = random_gallery(tmp_path / "g.sqlite", index="exact")
+    for bad in (float("nan"), 1.5, -2.0):   # NaN would call everyone 'unknown'
+        with pytest.raises(CosfaceError, match=f"threshold is a cosine, in -1..1; got {bad}"):
+            g.identify(emb[7, :1], top_k=1, threshold=bad)
+    assert g.identify(emb[7, :1], top_k=1, threshold=-1.0)[0].known
+
+
 def test_faiss_index_is_saved_reused_and_rebuilt_when_stale(tmp_path):
     path = tmp_path / "g.sqlite"
     g, emb = random_gallery(path, index="faiss")

@@ -54,3 +54,12 @@ def test_bad_checkpoints_are_one_line_errors(tmp_path):
     with pytest.raises(CosfaceError, match="cannot be read"):
         load_checkpoint(evil)  # weights_only refuses to call print
     assert load_checkpoint(good)["class_names"] == ["a"]
+
+
+def test_torchscript_export_given_as_a_checkpoint_says_what_it_is(tmp_path, recwarn):
+    script = tmp_path / "model.pt"
+    torch.jit.save(torch.jit.script(torch.nn.Identity()), str(script))
+    with pytest.raises(CosfaceError) as e:
+        load_checkpoint(script)
+    assert str(e.value) == f"checkpoint {script} is a TorchScript model (an export), not a cosface checkpoint"
+    assert not [w for w in recwarn if "TorchScript" in str(w.message)]   # no torch warning beside the one line

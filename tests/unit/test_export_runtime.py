@@ -233,3 +233,75 @@ def test_importing_cosface_is_light_and_onnx_runs_without_torch(tmp_path):
             f"e = cosface.Embedder({str(model)!r}).embed(np.zeros((112, 112, 3), np.uint8)); "
             "assert e.shape == (1, 6); assert 'torch' not in sys.modules, 'torch imported'")
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def tiny_checkpoint(path):
+    """A cosface checkpoint of an untrained 16x16 MobileFaceNet: cheap to export."""
+    from cosface.backbones import build_backbone
+    from cosface.checkpoint import FORMAT, FORMAT_VERSION, atomic_save, versions
+    from cosface.config import Config
+
+    model = build_backbone("mobilefacenet", input_size=16)
+    cfg = Config().replace(**{"model.backbone": "mobilefacenet", "model.input_size": 16})
+    atomic_save({"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(), "config": cfg.to_dict(),
+                 "num_classes": 0, "class_names": [], "preprocessing": Preprocessing(size=16).to_dict(),
+                 "backbone": model.state_dict(), "head": {}}, path)
+    return path
+
+
+def test_export_onto_its_own_checkpoint_is_refused_and_the_checkpoint_survives(tmp_path):
+    ckpt = tiny_checkpoint(tmp_path / "epoch_001.pt")
+    before = ckpt.read_bytes()
+    (tmp_path / "link.pt").symlink_to(ckpt)
+    for out in (ckpt, tmp_path / "link.pt", tmp_path / "." / "epoch_001.pt"):
+        with pytest.raises(CosfaceError, match=f"output {out} is the checkpoint being exported"):
+            export_model(ckpt, out, fmt="torchscript")
+    assert ckpt.read_bytes() == before and model_kind(ckpt) == "checkpoint"
+    assert export_model(ckpt, tmp_path / "model.pt", fmt="torchscript").max_abs_diff == 0
+
+
+
+def test_export_of_a_file_that_is_no_model_does_not_call_it_an_onnx_model(tmp_path):
+    for name, data in (("page.pt", b"<html><body>404 Not Found</body></html>"), ("empty.pt", b"")):
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(CosfaceError) as e:
+            export_model(tmp_path / name, tmp_path / "out.onnx")
+        assert str(tmp_path / name) in str(e.value) and "is an ONNX model" not in str(e.value)
+        assert "not a cosface training checkpoint" in str(e.value)
+    assert not (tmp_path / "out.onnx").exists()
+
+
+def test_verify_refuses_a_threshold_that_is_not_a_cosine(tmp_path):
+    from cosface.cli import main
+
+    model = pooling_onnx(tmp_path / "m.onnx", INFO.to_metadata())
+    emb = Embedder(model)
+    a, b = solid((255, 128, 128)), solid((128, 255, 128))    # similarity 0: 'different' at any threshold >= 0
+    for bad in (float("nan"), float("inf"), 1.5, -2.0):
+        with pytest.raises(CosfaceError, match=f"threshold is a cosine, in -1..1; got {bad}"):
+            emb.verify(a, b, threshold=bad)
+    assert emb.verify(a, b, threshold=-1.0).same and not emb.verify(a, b, threshold=1.0).same
+    pa, pb = write_png(tmp_path / "a.png", a), write_png(tmp_path / "b.png", b)
+    assert main(["verify", "--model", str(model), str(pa), str(pb), "--threshold", "nan"]) == 2   # an error, not a verdict
+
+
+def test_files_from_before_the_alignment_and_far_keys_load_with_the_documented_defaults(tmp_path):
+    # The first key set (cosface_format 1): no alignment_template / alignment_method, and an evaluation
+    # without verify_threshold / far_thresholds (its threshold the mean of the fold thresholds).
+    ev = {"protocol": "reference", "mean": 0.9, "std": 0.02, "thresholds": [0.2, 0.4], "dataset": "lfw"}
+    meta = {k: v for k, v in ModelInfo(Preprocessing(), 3, "channel-means", 7, "0.1.0", threshold=0.3000000000000001,
+                                       evaluation=ev).to_metadata().items() if not k.startswith("alignment_")}
+
+    class ChannelMeans(torch.nn.Module):
+        def forward(self, x):
+            return x.mean((2, 3))
+
+    script = tmp_path / "old.ts"
+    torch.jit.save(torch.jit.script(ChannelMeans()), str(script), _extra_files={"cosface.json": json.dumps(meta)})
+    for path in (pooling_onnx(tmp_path / "old.onnx", meta), script):
+        emb = Embedder(path, device="cpu")
+        assert (emb.info.alignment_template, emb.info.alignment_method) == ("arcface", "umeyama-similarity-5pt+bilinear")
+        value, source = emb.default_threshold()
+        assert value == 0.3000000000000001 and "mean of 2 fold thresholds" in source
+        with pytest.raises(CosfaceError, match="holds no threshold for FAR 0.001 \\(it has: none\\)"):
+            emb.threshold_at_far(0.001)

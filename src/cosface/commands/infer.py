@@ -20,7 +20,7 @@ def add_parser(subparsers) -> None:
                    help="for an ONNX model without cosface metadata (e.g. insightface's w600k_r50.onnx): input "
                         "normalisation (x - M) / S on 0..255 pixels; insightface's is --mean 127.5 --std 127.5")
     p.add_argument("--std", type=float, metavar="S", help="see --mean (given together)")
-    p.add_argument("--channel-order", choices=["RGB", "BGR"], default="RGB",
+    p.add_argument("--channel-order", choices=["RGB", "BGR"],
                    help="with --mean/--std: the model's channel order (default RGB, as insightface's)")
     add_report_options(p, device_help="auto (CUDA execution provider when available), cpu or cuda")
     p.set_defaults(func=run, _parser=p)
@@ -35,7 +35,10 @@ def run(args: argparse.Namespace) -> int:
         args._parser.error("--mean and --std go together")
     if args.std == 0:
         args._parser.error("--std must not be 0")
-    prep = None if args.mean is None else Preprocessing(channel_order=args.channel_order, mean=args.mean, std=args.std)
+    if args.channel_order is not None and args.mean is None:   # a cosface model states its own; not dropped silently
+        args._parser.error("--channel-order goes with --mean and --std (for an ONNX model without cosface metadata)")
+    prep = None if args.mean is None else Preprocessing(channel_order=args.channel_order or "RGB", mean=args.mean,
+                                                        std=args.std)
     report = infer_lfw(args.model, args.lfw, batch_size=args.batch_size, progress=not args.no_progress,
                        features_out=args.features_out, workers=args.workers, device=args.device, preprocessing=prep)
     print_reports(args, {args.lfw: report})

@@ -159,6 +159,8 @@ class Gallery:
         """(Q, D) query embeddings -> one Identification per query: the top_k subjects, best first."""
         if top_k < 1:
             raise CosfaceError(f"top-k must be >= 1, got {top_k}")
+        if not -1.0 <= threshold <= 1.0:   # NaN would make every query 'unknown'
+            raise CosfaceError(f"threshold is a cosine, in -1..1; got {threshold}")
         q = np.ascontiguousarray(embeddings, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.model.dim:
             raise CosfaceError(f"queries for gallery {self.path} must be (N, {self.model.dim}), got {q.shape}")

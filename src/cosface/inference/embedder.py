@@ -204,6 +204,8 @@ class Embedder:
 
     def verify(self, a, b, threshold: float | None = None) -> Verification:
         """Compare two images; `threshold` None takes `default_threshold()`."""
+        if threshold is not None and not -1.0 <= threshold <= 1.0:   # NaN would make every pair 'different'
+            raise CosfaceError(f"threshold is a cosine, in -1..1; got {threshold}")
         value, source = (threshold, "given") if threshold is not None else self.default_threshold()
         pa, pb = self.prepare(a, 0), self.prepare(b, 1)
         return Verification(float(self.similarity(pa.image, pb.image)), value, source, (pa.how, pb.how))

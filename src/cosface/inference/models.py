@@ -157,8 +157,28 @@ def model_kind(path: str | os.PathLike) -> str:
 def require_kind(path: str | os.PathLike, kind: str, advice: str) -> None:
     """Raise, naming what the file really is, when it is not of `kind`."""
     found = model_kind(path)
-    if found != kind:
-        raise CosfaceError(f"{path} is {KINDS[found]}, not {KINDS[kind]}; {advice}")
+    if found == kind:
+        return
+    # "onnx" is model_kind's answer for anything that is not a torch file: say so only for a real ONNX model.
+    if found == "onnx" and not _parses_as_onnx(Path(path)):
+        raise CosfaceError(f"{path} is not {KINDS[kind]}: it is neither a torch file nor a readable ONNX model "
+                           f"(truncated, or another kind of file); {advice}")
+    raise CosfaceError(f"{path} is {KINDS[found]}, not {KINDS[kind]}; {advice}")
+
+
+def _parses_as_onnx(path: Path) -> bool:
+    """Whether `path` holds an ONNX ModelProto with a graph (False when the onnx package is absent)."""
+    from cosface.optional import require
+
+    try:
+        onnx = require("onnx")
+    except CosfaceError:
+        return False
+    try:
+        proto = onnx.load_model(str(path), load_external_data=False)
+    except Exception:   # protobuf's DecodeError, or anything else the parser raises on foreign bytes
+        return False
+    return proto.HasField("graph") and proto.ir_version > 0
 
 
 Runner = Callable[[np.ndarray], np.ndarray]   # (N, 3, S, S) float32 -> (N, D) float32
