@@ -55,6 +55,28 @@ def test_load_and_evaluate_bin(tmp_path, variant):
     assert ref.protocol == "reference" and ref.mean == 1.0 and len(ref.folds) == 10
 
 
+@pytest.mark.parametrize("proto", [2, 3, 4, 5])
+@pytest.mark.parametrize("as_numpy", [False, True])
+def test_every_pickle_protocol_with_bytes_or_numpy_arrays(tmp_path, proto, as_numpy):
+    # Protocol 5 (pickle.HIGHEST_PROTOCOL) writes a numpy array as numpy's _frombuffer(buffer, dtype, shape, order).
+    images = [b"\xff\xd8one", b"\xff\xd8two!", b"\xff\xd8three", b"\xff\xd8four"]
+    issame = [True, False]
+    payload = ([np.frombuffer(b, np.uint8).copy() for b in images], np.array(issame)) if as_numpy else (images, issame)
+    path = tmp_path / "set.bin"
+    path.write_bytes(pickle.dumps(payload, protocol=proto))
+    bs = load_bin(path)
+    assert bs.images == images and bs.issame.tolist() == issame
+
+
+def test_frombuffer_only_for_plain_arrays(tmp_path):
+    path = tmp_path / "frombuffer.bin"
+    # numpy.core.numeric._frombuffer(b"AAAAAAAA", "O", (1,), "C"): an object array made from raw pointer bytes.
+    path.write_bytes(b"\x80\x02cnumpy.core.numeric\n_frombuffer\n(C\x08AAAAAAAAX\x01\x00\x00\x00OK\x01\x85"
+                     b"X\x01\x00\x00\x00CtR.")
+    with pytest.raises(CosfaceError, match="frombuffer.bin is not a readable .*_frombuffer is accepted only"):
+        load_bin(path)
+
+
 def test_python2_style_byte_strings(tmp_path):
     # Protocol-2 SHORT_BINSTRING opcodes, as Python 2 wrote str: they load as bytes with encoding="bytes".
     jpeg = make_bin(1)[0][0]

@@ -4,7 +4,7 @@ A `.bin` is a pickle of `(images, issame)`: a list of 2N encoded images (JPEG/PN
 order (pair i = images 2i and 2i+1) and a list of N booleans. Files written by Python 2 hold the
 images as byte strings; Python 3 writes bytes directly (protocol >= 3) or, with protocol 2, as a
 call to `_codecs.encode(text, "latin1")`; some converters store numpy uint8 arrays or numpy
-booleans. A plain `pickle.load` would run whatever callable a crafted file names, so the file is
+booleans, which protocol 5 (`pickle.HIGHEST_PROTOCOL`) writes as a call to numpy's `_frombuffer`. A plain `pickle.load` would run whatever callable a crafted file names, so the file is
 read by an unpickler that resolves only those few constructors and refuses every other global.
 """
 from __future__ import annotations
@@ -34,6 +34,15 @@ def _safe_dtype(*args):
     return dt
 
 
+def _safe_frombuffer(buf, dtype, shape, order):
+    # Protocol 5 pickles a contiguous array as numpy's _frombuffer(<in-band buffer>, dtype, shape, order).
+    if not isinstance(buf, (bytes, bytearray)) or not isinstance(dtype, np.dtype) or order not in ("C", "F"):
+        raise pickle.UnpicklingError("numpy _frombuffer is accepted only as (bytes, dtype, shape, 'C' or 'F')")
+    if dtype.hasobject:
+        raise pickle.UnpicklingError(f"numpy dtype {dtype} holds Python objects")
+    return np.frombuffer(buf, dtype=dtype).reshape(shape, order=order)
+
+
 # The installed numpy's own reconstructors, whatever module path (numpy.core / numpy._core) a file names.
 _RECONSTRUCT = np.zeros(1, np.uint8).__reduce__()[0]
 _SCALAR = np.bool_(True).__reduce__()[0]
@@ -46,6 +55,8 @@ _ALLOWED = {
     ("numpy._core.multiarray", "_reconstruct"): _RECONSTRUCT,
     ("numpy.core.multiarray", "scalar"): _SCALAR,
     ("numpy._core.multiarray", "scalar"): _SCALAR,
+    ("numpy.core.numeric", "_frombuffer"): _safe_frombuffer,
+    ("numpy._core.numeric", "_frombuffer"): _safe_frombuffer,
 }
 
 
