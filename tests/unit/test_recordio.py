@@ -149,6 +149,18 @@ def test_bad_index_line_names_file_and_line(tmp_path):
         RecordSource(tmp_path)
 
 
+def test_index_lines_as_mxnet_reads_them(tmp_path):
+    # Out-of-order keys, CRLF, a trailing tab or spaces and trailing blank lines: MXNet strips each line.
+    offsets = write_dataset(tmp_path, insightface_records())
+    ends = ["\t", " ", "", "\t ", "", ""]
+    lines = [f"{k}\t{offsets[k]}{end}" for k, end in zip([3, 0, 5, 1, 4, 2], ends)]
+    (tmp_path / "train.idx").write_bytes(("\r\n".join(lines) + "\r\n\r\n").encode())
+    src, caught = open_quietly(tmp_path)
+    assert caught == [] and src.labels.tolist() == [0, 0, 1]
+    assert [src.read(i) for i in range(3)] == [IMG_A, IMG_B, IMG_M]
+    assert [src.record_key(i) for i in range(3)] == [1, 2, 3]
+
+
 def test_missing_index_is_rebuilt_by_scanning(tmp_path):
     write_dataset(tmp_path, insightface_records())
     (tmp_path / "train.idx").unlink()

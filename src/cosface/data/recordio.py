@@ -157,7 +157,7 @@ def read_index(path: Path, rec_size: int | None = None) -> tuple[np.ndarray, np.
     for lineno, line in enumerate(lines, 1):
         if not line.strip():
             continue
-        fields = line.split("\t")
+        fields = line.strip().split("\t")  # as MXNet reads it: surrounding whitespace (a trailing tab) ignored
         try:
             if len(fields) != 2:
                 raise ValueError
