@@ -116,3 +116,34 @@ def test_missing_dir_or_pairs_file(tmp_path):
         read_lfw(tmp_path / "nope")
     with pytest.raises(CosfaceError, match="pairs.txt not found"):
         read_lfw(tmp_path)
+
+
+def view1(n_same, n_diff, header):
+    """pairsDevTest.txt's layout: a single count, then the same-person pairs, then the different-person pairs."""
+    same = "".join(f"Name_{i}\t1\t{i % 3 + 2}\n" for i in range(n_same))
+    diff = "".join(f"Name_{i}\t1\tOther_Name_{i}\t{i % 4 + 1}\n" for i in range(n_diff))
+    return f"{header}\n{same}{diff}"
+
+
+def test_view1_layout_with_single_count_header(tmp_path):
+    p = read_lfw(make_lfw(tmp_path, view1(12, 12, "12  "), newline="\r\n"))
+    assert len(p) == 24 and p.issame.tolist() == [True] * 12 + [False] * 12
+    per_kind = [0, 0, 1, 2, 3, 4, 5, 5, 6, 7, 8, 9]          # i * 10 // 12
+    assert p.fold.tolist() == per_kind + per_kind
+    names = [img.split("lfw_align_112/")[1] for img in p.images]
+    assert names[p.left[12]] == "Name_0/Name_0_0001.jpg"
+    assert names[p.right[12]] == "Other_Name_0/Other_Name_0_0001.jpg"
+
+
+def test_view1_layout_is_checked(tmp_path):
+    make_lfw(tmp_path, view1(10, 10, "10"))
+    (tmp_path / "pairs.txt").write_text(view1(10, 10, "11"))
+    with pytest.raises(CosfaceError, match=r"pairs.txt: header says 11 same \+ 11 different pairs \(22 pairs\) but the file has 20"):
+        read_lfw(tmp_path)
+    # a different-person pair on line 11, among the same-person pairs (lines 2-11)
+    (tmp_path / "pairs.txt").write_text(view1(9, 11, "10"))
+    with pytest.raises(CosfaceError, match=r"pairs.txt:11: a different-person pair, .* lines 2-11 are same-person"):
+        read_lfw(tmp_path)
+    (tmp_path / "pairs.txt").write_text(view1(3, 3, "3"))
+    with pytest.raises(CosfaceError, match=r"pairs.txt:1: header '3' .* at least 10"):
+        read_lfw(tmp_path)

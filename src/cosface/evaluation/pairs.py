@@ -4,8 +4,10 @@ Layout (docs/data.md, "LFW-style folders"): `DIR/lfw_align_112/<Name>/<Name>_<n:
 `DIR/pairs.txt`; a folder whose `<Name>/` directories sit directly under DIR is accepted too.
 `pairs.txt` lines are `name n1 n2` (same person) or `name1 n1 name2 n2` (different people), separated
 by tabs or spaces. An optional first line `F P` says the file holds F folds of P same + P different
-pairs, in that order, and pair k belongs to fold k // (2P). Without a header the pairs are cut into
-10 equal folds.
+pairs, in that order, and pair k belongs to fold k // (2P). A first line holding one number `N` is
+LFW's View 1 layout (`pairsDevTrain.txt`, `pairsDevTest.txt`): N same pairs, then N different pairs,
+with no folds of their own; the i-th pair of each kind goes to fold i * 10 // N, so each of the 10 folds
+holds about N/10 of each. Without a header the pairs are cut into 10 equal folds.
 """
 from __future__ import annotations
 
@@ -89,7 +91,8 @@ def parse_pairs(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarr
         raise CosfaceError(f"{path} is empty")
 
     header = _parse_header(path, lines[0])
-    first = 2 if header else 1          # 1-based line number of the first pair
+    view1 = None if header else _parse_view1_header(path, lines[0])
+    first = 2 if header or view1 else 1          # 1-based line number of the first pair
     body = lines[first - 1:]
 
     names_l: list[str] = []
@@ -115,7 +118,7 @@ def parse_pairs(path: str | os.PathLike) -> tuple[list[str], list[str], np.ndarr
         same.append(pair[2])
 
     issame = np.array(same, dtype=bool)
-    fold = _folds(path, header, issame, first)
+    fold = _view1_folds(path, view1, issame, first) if view1 else _folds(path, header, issame, first)
     return names_l, names_r, issame, fold
 
 
@@ -140,6 +143,35 @@ def _parse_header(path: Path, line: str) -> tuple[int, int] | None:
     if n_folds < 2 or per < 1:
         raise CosfaceError(f"{path}:1: header {line!r} needs at least 2 folds of at least 1 pair each")
     return n_folds, per
+
+
+def _parse_view1_header(path: Path, line: str) -> int | None:
+    """`N` (pairsDevTest.txt's `500`) -> N; a line that is not one integer is not this header."""
+    fields = line.split()
+    if len(fields) != 1 or not fields[0].isdigit():
+        return None
+    n = int(fields[0])
+    if n < DEFAULT_FOLDS:
+        raise CosfaceError(f"{path}:1: header {line!r} announces {n} same + {n} different pairs; "
+                           f"the protocol's {DEFAULT_FOLDS} folds need at least {DEFAULT_FOLDS} of each")
+    return n
+
+
+def _view1_folds(path: Path, n: int, issame: np.ndarray, first: int) -> np.ndarray:
+    if len(issame) != 2 * n:
+        raise CosfaceError(
+            f"{path}: header says {n} same + {n} different pairs ({2 * n} pairs) but the file has {len(issame)}"
+        )
+    wrong = np.flatnonzero(issame != (np.arange(2 * n) < n))
+    if len(wrong):
+        i = int(wrong[0])
+        raise CosfaceError(
+            f"{path}:{first + i}: a {'same' if issame[i] else 'different'}-person pair, but with the header "
+            f"'{n}' lines {first}-{first + n - 1} are same-person pairs and lines {first + n}-{first + 2 * n - 1} "
+            "different-person pairs"
+        )
+    k = np.arange(n, dtype=np.int64) * DEFAULT_FOLDS // n
+    return np.concatenate([k, k])
 
 
 def _folds(path: Path, header: tuple[int, int] | None, issame: np.ndarray, first: int) -> np.ndarray:
