@@ -95,6 +95,9 @@ def _edit(path, line_no, new):
     ("ijbc_1N_probe_mixed.csv", 2, "2,77,img/x.jpg",
      r"ijbc_1N_probe_mixed.csv:3: template 2 belongs to subject 77 on an earlier line, here to 1"),
     ("ijbc_1N_gallery_G1.csv", 2, "555,1,img/1.jpg", r"ijbc_1N_gallery_G1.csv:2: template 555 has no images"),
+    # no header: the first row is data, which must not be dropped as if it were the header
+    ("ijbc_1N_gallery_G1.csv", 1, "1,1,img/1.jpg",
+     r"ijbc_1N_gallery_G1.csv:1: expected a header row \(TEMPLATE_ID,SUBJECT_ID,...\), found '1,1,img/1.jpg'"),
 ])
 def test_bad_metadata_line_is_one_error_naming_file_and_line(copy, file, line, text, message):
     _edit(copy / "meta" / file, line, text)

@@ -177,6 +177,9 @@ def read_identification(path: str, known: set) -> Identification:
     header = [h.strip().upper() for h in rows[0]]
     ti = header.index("TEMPLATE_ID") if "TEMPLATE_ID" in header else 0
     si = header.index("SUBJECT_ID") if "SUBJECT_ID" in header else 1
+    if len(header) > max(ti, si) and all(header[i].lstrip("+-").isdigit() for i in (ti, si)):
+        # Two integers where the column names belong: a file without its header, whose first row would be lost.
+        raise CosfaceError(f"{path}:1: expected a header row (TEMPLATE_ID,SUBJECT_ID,...), found {','.join(rows[0])!r}")
     subject_of: dict[int, int] = {}
     for number, row in enumerate(rows[1:], 2):
         if not any(c.strip() for c in row):
