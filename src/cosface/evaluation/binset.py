@@ -4,7 +4,8 @@ A `.bin` is a pickle of `(images, issame)`: a list of 2N encoded images (JPEG/PN
 order (pair i = images 2i and 2i+1) and a list of N booleans. Files written by Python 2 hold the
 images as byte strings; Python 3 writes bytes directly (protocol >= 3) or, with protocol 2, as a
 call to `_codecs.encode(text, "latin1")`; some converters store numpy uint8 arrays or numpy
-booleans, which protocol 5 (`pickle.HIGHEST_PROTOCOL`) writes as a call to numpy's `_frombuffer`. A plain `pickle.load` would run whatever callable a crafted file names, so the file is
+booleans, which protocol 5 (`pickle.HIGHEST_PROTOCOL`) writes as a call to numpy's `_frombuffer`.
+A plain `pickle.load` would run whatever callable a crafted file names, so the file is
 read by an unpickler that resolves only those few constructors and refuses every other global.
 """
 from __future__ import annotations
