@@ -248,9 +248,11 @@ class RecordSource:
     which uses no shared file position, so DataLoader workers (forked or spawned) can share it, and
     unlike a memory map it cannot crash a worker with SIGBUS if the file shrinks under it.
 
-    Records whose header cannot be read (bad magic, past the end of the file, no image, a label that
-    is not a class index, a key missing from train.idx) are left out, listed in `skipped`, and
-    reported in one warning. A record that goes bad later makes `read(i)` raise ValueError naming it,
+    Records whose header cannot be read (bad magic, a record running past the end of the file, no
+    image, a label that is not a class index, a key missing from train.idx) are left out, listed in
+    `skipped`, and reported in one warning. An index line whose offset lies wholly beyond the end of
+    train.rec is an error naming the line instead: that is a truncated copy of the file, to be fetched
+    again rather than trained on in part. A record that goes bad later makes `read(i)` raise ValueError naming it,
     so the dataset skips it like a corrupt JPEG. Without train.idx the records are found by scanning
     train.rec (with a warning): keys are the IRHeader ids when unique, else positions in the file.
     """
