@@ -102,7 +102,7 @@ def export_model(ckpt_path: str | os.PathLike, out: str | os.PathLike, *, fmt: s
             opset_used = None
             export_torchscript(model, example, tmp, info)
         n = batch or _PARITY_BATCH
-        diff, scale = _parity(model, tmp, info, n, seed + 1)
+        diff, scale = _parity(model, tmp, out, info, n, seed + 1)
         if not diff <= tolerance * max(1.0, scale):   # `not <=` also catches NaN
             raise CosfaceError(f"exported {fmt} model differs from the eager model by {diff:.3g} (max |eager| "
                                f"{scale:.3g}, tolerance {tolerance:g} x max(1, that)); {out} not written")
@@ -118,14 +118,19 @@ def _random_images(n: int, size: int, seed: int) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, size=(n, size, size, 3), dtype=np.uint8)
 
 
-def _parity(model, path: Path, info: ModelInfo, n: int, seed: int) -> tuple[float, float]:
+def _parity(model, path: Path, out: Path, info: ModelInfo, n: int, seed: int) -> tuple[float, float]:
     """max |exported - eager| and max |eager| on n random images, each through its own preprocessing."""
     images = _random_images(n, info.preprocessing.size, seed)
+    with torch.inference_mode():
+        want = model(normalize(torch.from_numpy(images), info.preprocessing).contiguous()).numpy()   # (n, D)
+    # Checked before loading the file back, which would refuse it naming the temporary file. With the
+    # shape comparison below this pins the exported graph's output width to the metadata's embedding_size.
+    if want.ndim != 2 or want.shape[1] != info.embedding_size:
+        raise CosfaceError(f"the backbone outputs shape {tuple(want.shape)} for {n} images, but the metadata says "
+                           f"embedding_size = {info.embedding_size}; {out} not written")
     exported = Embedder(path, device="cpu", quiet=True)
     assert exported.info == info, "metadata did not survive the round trip through the file"
     got = exported.features(images)
-    with torch.inference_mode():
-        want = model(normalize(torch.from_numpy(images), info.preprocessing).contiguous()).numpy()
     if got.shape != want.shape:
         raise CosfaceError(f"exported model returns shape {got.shape} for {n} images, eager {want.shape}")
     return float(np.max(np.abs(got - want))), float(np.max(np.abs(want)))

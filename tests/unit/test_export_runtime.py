@@ -4,6 +4,7 @@ The graph is GlobalAveragePool + Flatten: it returns each channel's mean of the 
 so a constant-colour image (r, g, b) must embed to ((r - mean) / std, ...) in the channel order the
 metadata names. That pins down that images are prepared as the metadata says.
 """
+import dataclasses
 import json
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from cosface.preprocess import Preprocessing, resize
 INFO = ModelInfo(Preprocessing(), embedding_size=3, backbone="channel-means", num_classes=7, cosface_version="0.1.0")
 
 
-def pooling_onnx(path, meta: dict | None, batch="batch", size=112):
+def pooling_onnx(path, meta: dict | None, batch="batch", size=112, width=3):
     import onnx
     from onnx import TensorProto, helper
 
@@ -29,7 +30,7 @@ def pooling_onnx(path, meta: dict | None, batch="batch", size=112):
          helper.make_node("Flatten", ["pooled"], ["embedding"])],
         "pool",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, size, size])],
-        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [batch, 3])],
+        [helper.make_tensor_value_info("embedding", TensorProto.FLOAT, [batch, width])],   # width: as declared
     )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
     for k, v in (meta or {}).items():
@@ -305,3 +306,39 @@ def test_files_from_before_the_alignment_and_far_keys_load_with_the_documented_d
         assert value == 0.3000000000000001 and "mean of 2 fold thresholds" in source
         with pytest.raises(CosfaceError, match="holds no threshold for FAR 0.001 \\(it has: none\\)"):
             emb.threshold_at_far(0.001)
+
+
+def test_metadata_embedding_size_that_is_not_the_output_width_is_refused_naming_the_file(tmp_path):
+    wrong = {**INFO.to_metadata(), "embedding_size": "4"}          # the models output 3 values per image
+    # ONNX: refused on load, from the output shape the graph declares (ONNX Runtime infers a symbolic one)
+    for name, width in (("declared.onnx", 3), ("symbolic.onnx", "width")):
+        with pytest.raises(CosfaceError, match=f"{name}: the model outputs 3 values per image, but its "
+                                               f"metadata says embedding_size = 4$"):
+            Embedder(pooling_onnx(tmp_path / name, wrong, width=width))
+
+    class ChannelMeans(torch.nn.Module):
+        def forward(self, x):
+            return x.mean((2, 3))
+
+    script = tmp_path / "m.ts"
+    torch.jit.save(torch.jit.script(ChannelMeans()), str(script), _extra_files={"cosface.json": json.dumps(wrong)})
+    emb = Embedder(script, device="cpu")                                # TorchScript: known only on a run
+    for run in (lambda: emb.embed(solid((1, 2, 3))), lambda: emb.features(solid((1, 2, 3))[None])):
+        with pytest.raises(CosfaceError, match=r"m\.ts: the model outputs 3 values per image, but its "
+                                               r"metadata says embedding_size = 4$"):
+            run()
+
+
+def test_export_refuses_metadata_whose_embedding_size_is_not_the_graphs_output(tmp_path, monkeypatch, capsys):
+    from cosface.cli import main
+
+    ckpt = tiny_checkpoint(tmp_path / "epoch_001.pt")            # MobileFaceNet: 128 values per image
+    real = ModelInfo.from_checkpoint
+    monkeypatch.setattr(ModelInfo, "from_checkpoint",
+                        classmethod(lambda cls, c: dataclasses.replace(real(c), embedding_size=64)))
+    out = tmp_path / "model.pt"
+    assert main(["export", "--ckpt", str(ckpt), "-o", str(out), "--format", "torchscript"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "outputs shape (3, 128) for 3 images" in err, err
+    assert "embedding_size = 64" in err and f"{out} not written" in err
+    assert not out.exists() and not list(tmp_path.glob(".model.pt.*"))

@@ -18,7 +18,7 @@ import numpy as np
 
 from cosface.errors import CosfaceError
 from cosface.fsio import atomic_write, write_text
-from cosface.inference.models import open_model, require_kind
+from cosface.inference.models import check_output_width, open_model, require_kind
 from cosface.preprocess import Preprocessing, decode_image, image_size, normalize_numpy, resize, to_rgb8
 
 if TYPE_CHECKING:
@@ -122,7 +122,12 @@ class Embedder:
             batch = np.stack([resize(im, prep.size) for im in batch])
         if prep.channel_order == "BGR":
             batch = batch[..., ::-1]
-        return np.asarray(self._run(normalize_numpy(batch, prep)), dtype=np.float32)
+        out = np.asarray(self._run(normalize_numpy(batch, prep)), dtype=np.float32)   # (N, D)
+        if out.ndim != 2 or len(out) != len(batch):
+            raise CosfaceError(f"{self.path}: the model returns shape {out.shape} for {len(batch)} images; "
+                               f"expected (N, {self.info.embedding_size})")
+        check_output_width(self.path, out.shape[1], self.info.embedding_size)
+        return out
 
     def embed(self, images, *, flip: bool = True) -> np.ndarray:
         """-> (N, 2D) float32 L2-normalised [f(image), f(mirror)] rows; (N, D) f(image) with flip=False."""

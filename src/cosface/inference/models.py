@@ -181,6 +181,13 @@ def _parses_as_onnx(path: Path) -> bool:
     return proto.HasField("graph") and proto.ir_version > 0
 
 
+def check_output_width(path: str | os.PathLike, width: int, embedding_size: int) -> None:
+    """Raise, naming the file, when the model's output width is not the embedding_size its metadata states."""
+    if width != embedding_size:
+        raise CosfaceError(f"{path}: the model outputs {width} values per image, but its metadata says embedding_size = "
+                           f"{embedding_size}")
+
+
 Runner = Callable[[np.ndarray], np.ndarray]   # (N, 3, S, S) float32 -> (N, D) float32
 
 
@@ -270,11 +277,13 @@ def _open_onnx(path: Path, device: str, preprocessing: Preprocessing | None = No
         raise CosfaceError(f"{path} carries its own preprocessing metadata; --mean/--std are for models without it")
     else:
         info = _foreign_onnx_info(session, path, preprocessing)
-    inp = session.get_inputs()[0]
+    inp, out = session.get_inputs()[0], session.get_outputs()[0]
     size = info.preprocessing.size
     if len(inp.shape) != 4 or list(inp.shape[1:]) != [3, size, size]:
         raise CosfaceError(f"{path}: the graph's input {inp.name} has shape {inp.shape}, but its metadata "
                            f"says (N, 3, {size}, {size})")
+    if len(out.shape) == 2 and isinstance(out.shape[1], int):   # a symbolic width is checked on each run (Embedder.features)
+        check_output_width(path, out.shape[1], info.embedding_size)
     name = inp.name
     fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
 
