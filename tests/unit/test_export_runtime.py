@@ -342,3 +342,59 @@ def test_export_refuses_metadata_whose_embedding_size_is_not_the_graphs_output(t
     assert err.count("\n") == 1 and "outputs shape (3, 128) for 3 images" in err, err
     assert "embedding_size = 64" in err and f"{out} not written" in err
     assert not out.exists() and not list(tmp_path.glob(".model.pt.*"))
+
+
+def cast_pooling_onnx(path, meta: dict | None, input_type, output_type, batch="batch"):
+    """The pooling graph behind Casts: input and output of the given element types, float32 inside.
+    It flattens with a Reshape to a computed (N, -1), so ONNX Runtime cannot infer the output width."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    consts = [numpy_helper.from_array(np.array([v], np.int64), name) for name, v in (("zero", 0), ("one", 1), ("all", -1))]
+    graph = helper.make_graph(
+        [helper.make_node("Cast", ["input"], ["x"], to=TensorProto.FLOAT),
+         helper.make_node("GlobalAveragePool", ["x"], ["pooled"]),
+         helper.make_node("Shape", ["pooled"], ["shape"]),
+         helper.make_node("Slice", ["shape", "zero", "one"], ["n"]),
+         helper.make_node("Concat", ["n", "all"], ["n_by_all"], axis=0),
+         helper.make_node("Reshape", ["pooled", "n_by_all"], ["flat"]),
+         helper.make_node("Cast", ["flat"], ["embedding"], to=output_type)],
+        "cast-pool",
+        [helper.make_tensor_value_info("input", input_type, [batch, 3, 112, 112])],
+        [helper.make_tensor_value_info("embedding", output_type, [batch, "width"])],
+        consts,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)], ir_version=8)
+    for k, v in (meta or {}).items():
+        model.metadata_props.add(key=k, value=v)
+    onnx.save(model, str(path))
+    return path
+
+
+def test_a_float16_model_is_fed_float16_and_its_outputs_come_back_float32(tmp_path):
+    from onnx import TensorProto
+
+    rgb = (200, 100, 40)
+    want = [[72 / 128, -28 / 128, -88 / 128]]      # float16 keeps ~3 decimal digits of these
+    half = TensorProto.FLOAT16
+    # a dynamic batch, and a fixed batch of 2 fed in chunks (3 images: the last chunk padded)
+    for batch, name in (("batch", "half.onnx"), (2, "half2.onnx")):
+        emb = Embedder(cast_pooling_onnx(tmp_path / name, INFO.to_metadata(), half, half, batch=batch))
+        got = emb.features(np.stack([solid(rgb)] * 3))
+        assert got.dtype == np.float32
+        np.testing.assert_allclose(got, want * 3, atol=2e-3)
+    # without cosface metadata (an insightface-style model): its width is found by running it, in float16
+    foreign = Embedder(cast_pooling_onnx(tmp_path / "foreign.onnx", None, half, half),
+                       preprocessing=Preprocessing(mean=128.0, std=128.0))
+    assert foreign.info.embedding_size == 3
+    np.testing.assert_allclose(foreign.features(solid(rgb)[None]), want, atol=2e-3)
+    assert foreign.embed(solid(rgb)).dtype == np.float32
+
+
+def test_a_model_whose_input_is_not_a_float_is_refused_in_one_line(tmp_path):
+    from onnx import TensorProto
+
+    path = cast_pooling_onnx(tmp_path / "quant.onnx", INFO.to_metadata(), TensorProto.UINT8, TensorProto.FLOAT)
+    with pytest.raises(CosfaceError, match=r"quant\.onnx: the graph's input input is tensor\(uint8\); cosface feeds "
+                                           r"normalised images to tensor\(float\), tensor\(float16\), tensor\(double\) inputs only$"):
+        Embedder(path)

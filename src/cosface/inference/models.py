@@ -237,7 +237,20 @@ def _open_torchscript(path: Path, device: str) -> tuple[Runner, ModelInfo]:
     return _torch_runner(module.eval(), dev), info
 
 
-def _foreign_onnx_info(session, path: Path, prep: Preprocessing) -> ModelInfo:
+# The input element types a normalised float batch can be cast to (ONNX Runtime's names); integer or
+# quantised inputs expect other values than (pixel - mean) / std, and numpy has no bfloat16.
+_ONNX_FLOAT_INPUTS = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64}
+
+
+def _onnx_input_dtype(session, path: Path) -> np.dtype:
+    inp = session.get_inputs()[0]
+    if inp.type not in _ONNX_FLOAT_INPUTS:
+        raise CosfaceError(f"{path}: the graph's input {inp.name} is {inp.type}; cosface feeds normalised images to "
+                           f"{', '.join(_ONNX_FLOAT_INPUTS)} inputs only")
+    return np.dtype(_ONNX_FLOAT_INPUTS[inp.type])
+
+
+def _foreign_onnx_info(session, path: Path, prep: Preprocessing, dtype: np.dtype) -> ModelInfo:
     """ModelInfo for an ONNX model without cosface metadata (e.g. insightface's w600k_r50.onnx): the
     input size and embedding size from the graph, the normalisation as the caller states it."""
     inp, out = session.get_inputs()[0], session.get_outputs()[0]
@@ -246,7 +259,7 @@ def _foreign_onnx_info(session, path: Path, prep: Preprocessing) -> ModelInfo:
     dim = out.shape[-1] if len(out.shape) == 2 and isinstance(out.shape[-1], int) else None
     if dim is None:   # a symbolic output size: ask the graph once
         batch = inp.shape[0] if isinstance(inp.shape[0], int) else 1
-        probe = np.zeros((batch, 3, inp.shape[2], inp.shape[2]), np.float32)
+        probe = np.zeros((batch, 3, inp.shape[2], inp.shape[2]), dtype)
         dim = int(session.run(None, {inp.name: probe})[0].shape[-1])
     return ModelInfo(preprocessing=dataclasses.replace(prep, size=int(inp.shape[2])), embedding_size=int(dim),
                      backbone=f"external ONNX ({path.name})", num_classes=0, cosface_version=__version__)
@@ -270,13 +283,14 @@ def _open_onnx(path: Path, device: str, preprocessing: Preprocessing | None = No
     except Exception as e:
         raise CosfaceError(f"{path} is not a model file: no checkpoint or TorchScript header, and ONNX Runtime "
                            f"cannot load it ({_first_line(e)})") from None
+    dtype = _onnx_input_dtype(session, path)
     meta = session.get_modelmeta().custom_metadata_map
     if preprocessing is None:
         info = ModelInfo.from_metadata(meta, str(path))
     elif any(k in meta for k in _REQUIRED):
         raise CosfaceError(f"{path} carries its own preprocessing metadata; --mean/--std are for models without it")
     else:
-        info = _foreign_onnx_info(session, path, preprocessing)
+        info = _foreign_onnx_info(session, path, preprocessing, dtype)
     inp, out = session.get_inputs()[0], session.get_outputs()[0]
     size = info.preprocessing.size
     if len(inp.shape) != 4 or list(inp.shape[1:]) != [3, size, size]:
@@ -288,8 +302,9 @@ def _open_onnx(path: Path, device: str, preprocessing: Preprocessing | None = No
     fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
 
     def run(x: np.ndarray) -> np.ndarray:
+        x = x.astype(dtype, copy=False)   # the graph's own input type (e.g. a float16 model); outputs back to float32
         if fixed is None:
-            return session.run(None, {name: x})[0]
+            return session.run(None, {name: x})[0].astype(np.float32, copy=False)
         # A fixed-batch export (the reference's deployment shape is batch 1): feed it in chunks.
         outs = []
         for s in range(0, len(x), fixed):
@@ -298,7 +313,7 @@ def _open_onnx(path: Path, device: str, preprocessing: Preprocessing | None = No
             if n < fixed:
                 chunk = np.concatenate([chunk, np.zeros((fixed - n, *chunk.shape[1:]), chunk.dtype)])
             outs.append(session.run(None, {name: chunk})[0][:n])
-        return np.concatenate(outs)
+        return np.concatenate(outs).astype(np.float32, copy=False)
 
     return run, info
 
