@@ -236,7 +236,7 @@ def test_importing_cosface_is_light_and_onnx_runs_without_torch(tmp_path):
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
-def tiny_checkpoint(path):
+def tiny_checkpoint(path, evaluation: dict | None = None):
     """A cosface checkpoint of an untrained 16x16 MobileFaceNet: cheap to export."""
     from cosface.backbones import build_backbone
     from cosface.checkpoint import FORMAT, FORMAT_VERSION, atomic_save, versions
@@ -246,7 +246,7 @@ def tiny_checkpoint(path):
     cfg = Config().replace(**{"model.backbone": "mobilefacenet", "model.input_size": 16})
     atomic_save({"format": FORMAT, "format_version": FORMAT_VERSION, "versions": versions(), "config": cfg.to_dict(),
                  "num_classes": 0, "class_names": [], "preprocessing": Preprocessing(size=16).to_dict(),
-                 "backbone": model.state_dict(), "head": {}}, path)
+                 "backbone": model.state_dict(), "head": {}, **({"evaluation": evaluation} if evaluation else {})}, path)
     return path
 
 
@@ -398,3 +398,27 @@ def test_a_model_whose_input_is_not_a_float_is_refused_in_one_line(tmp_path):
     with pytest.raises(CosfaceError, match=r"quant\.onnx: the graph's input input is tensor\(uint8\); cosface feeds "
                                            r"normalised images to tensor\(float\), tensor\(float16\), tensor\(double\) inputs only$"):
         Embedder(path)
+
+
+def test_an_evaluation_with_nan_figures_exports_as_strict_json_with_nulls(tmp_path):
+    nan = float("nan")
+    ev = {"protocol": "reference", "mean": nan, "std": nan, "thresholds": [0.2, nan], "dataset": "lfw",
+          "verify_threshold": 0.25, "far_thresholds": {"0.1": nan, "0.01": float("inf"), "0.001": None}}
+    ckpt = tiny_checkpoint(tmp_path / "degenerate.pt", evaluation=ev)
+    out = export_model(ckpt, tmp_path / "model.pt", fmt="torchscript").path     # the round-trip check passes
+
+    extra = {"cosface.json": ""}
+    torch.jit.load(str(out), _extra_files=extra)
+
+    def strict(token):
+        raise AssertionError(f"{token} is not JSON")
+
+    written = json.loads(json.loads(extra["cosface.json"])["evaluation"], parse_constant=strict)
+    assert written == {**ev, "mean": None, "std": None, "thresholds": [0.2, None],
+                       "far_thresholds": {"0.1": None, "0.01": None, "0.001": None}}
+    emb = Embedder(out, device="cpu")
+    assert emb.info.evaluation == written
+    value, source = emb.default_threshold()
+    assert value == 0.25 and source.endswith("over all pairs of its LFW evaluation on lfw")
+    with pytest.raises(CosfaceError, match="FAR 0.1 could not be measured"):
+        emb.threshold_at_far(0.1)

@@ -196,11 +196,12 @@ class Embedder:
         where = "the checkpoint" if self.kind == "checkpoint" else "the model metadata"
         if self.info.threshold is not None and ev and ev.get("verify_threshold") is not None:
             data = f" on {ev['dataset']}" if ev.get("dataset") else ""
+            acc = f" (reference-protocol mean accuracy {100 * ev['mean']:.2f} %)" if ev.get("mean") is not None else ""
             return self.info.threshold, (f"{where}: best threshold for this similarity over all pairs of its "
-                                         f"LFW evaluation{data} (reference-protocol mean accuracy {100 * ev['mean']:.2f} %)")
+                                         f"LFW evaluation{data}{acc}")
         if self.info.threshold is not None:
             folds = len(ev["thresholds"]) if ev and ev.get("thresholds") else "the"
-            acc = f", mean accuracy {100 * ev['mean']:.2f} %" if ev and "mean" in ev else ""
+            acc = f", mean accuracy {100 * ev['mean']:.2f} %" if ev and ev.get("mean") is not None else ""   # null: NaN
             data = f" on {ev['dataset']}" if ev and ev.get("dataset") else ""
             return self.info.threshold, (f"{where}: mean of {folds} fold thresholds of its LFW evaluation "
                                          f"(reference protocol{acc}{data})")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 import zipfile
 from dataclasses import dataclass
@@ -45,7 +46,8 @@ class ModelInfo:
     num_classes: int
     cosface_version: str
     threshold: float | None = None      # from the evaluation: see from_checkpoint
-    evaluation: dict | None = None      # the checkpoint's evaluation: protocol, mean, std, thresholds, dataset
+    evaluation: dict | None = None      # the checkpoint's evaluation: protocol, mean, std, thresholds, dataset,
+                                        # verify_threshold, far_thresholds (NaN figures are written as null)
     # How the training crops were aligned, so photos are aligned the same way: the project's data (CASIA /
     # LFW 112x112 releases, `cosface align`, synthetic faces) follow the ArcFace five-point template.
     alignment_template: str = DEFAULT_ALIGNMENT_TEMPLATE
@@ -85,7 +87,7 @@ class ModelInfo:
         if self.threshold is not None:
             meta["threshold"] = repr(self.threshold)
         if self.evaluation is not None:
-            meta["evaluation"] = json.dumps(self.evaluation)
+            meta["evaluation"] = json.dumps(_finite_or_null(self.evaluation), allow_nan=False)
         return meta
 
     @classmethod
@@ -126,6 +128,18 @@ class ModelInfo:
                    threshold=num("threshold", float) if "threshold" in meta else None, evaluation=evaluation,
                    alignment_template=meta.get("alignment_template", DEFAULT_ALIGNMENT_TEMPLATE),
                    alignment_method=meta.get("alignment_method", DEFAULT_ALIGNMENT_METHOD))
+
+
+def _finite_or_null(value):
+    """NaN and infinities (a degenerate evaluation's figures) as None: JSON has no such numbers (Python's json
+    writes them, strict parsers such as a C++ runtime's reject them), and a NaN read back never equals itself."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite_or_null(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_null(v) for v in value]
+    return value
 
 
 def model_kind(path: str | os.PathLike) -> str:
