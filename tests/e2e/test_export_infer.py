@@ -7,6 +7,7 @@ files written by the synthetic generator.
 import json
 import re
 import zipfile
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -86,6 +87,21 @@ def test_onnx_export_is_one_file_with_metadata_and_matches_eager(run):
         got = emb.features(batch)
         assert got.shape == (n, 128)
         assert np.max(np.abs(got - eager(run["ckpt"], batch))) <= TOL
+
+
+def test_readme_metadata_table_names_every_key_an_export_writes(run):
+    import onnx
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text(encoding="utf-8")
+    section = readme.split("Metadata (ONNX `metadata_props`", 1)[1].split("\n\n", 2)[1]   # the table after the intro
+    rows = {line.split("|")[1].strip(): line for line in section.splitlines() if line.startswith("| `")}
+    meta = {p.key: p.value for p in onnx.load(str(run["onnx"].path), load_external_data=False).metadata_props}
+    documented = {key.strip().strip("`") for first in rows for key in first.split(",")}
+    assert set(meta) <= documented, sorted(set(meta) - documented)
+    row = rows["`evaluation`"]
+    ev = json.loads(meta["evaluation"])
+    keys = [*ev, *ev["far_thresholds"]]                    # far_thresholds: {"0.1": t, "0.01": t, "0.001": t or null}
+    assert [k for k in keys if f"`{k}`" not in row and f'"{k}"' not in row] == [], row
 
 
 def test_torchscript_export_through_the_cli(run, capsys):
