@@ -45,6 +45,10 @@ class HeadConfig:
     # > 0: the loss is computed over blocks of this many classes without the (B, C) logits
     # (cosface.margin_ce); 0: the head's plain logits.
     class_chunk: int = 0
+    # How the class centres start: "xavier" (uniform, ±√(6 / (C + D))) or "normal" (N(0, init_std²), as
+    # insightface's arcface_torch). A resumed run takes them from its checkpoint instead.
+    init: str = "xavier"
+    init_std: float = 0.01
 
 
 @dataclass(frozen=True)
@@ -299,7 +303,7 @@ def config_from_dict(d: dict, source: str = "checkpoint") -> Config:
 
 def validate(cfg: Config, source: str = "config") -> None:
     from cosface.backbones import available_backbones
-    from cosface.heads import available_heads
+    from cosface.heads import CENTRE_INITS, available_heads
     from cosface.schedules import available_schedules
 
     def need(cond: bool, key: str, what: str):
@@ -322,6 +326,8 @@ def validate(cfg: Config, source: str = "config") -> None:
     need(cfg.schedule.power > 0, "schedule.power", f"must be > 0, got {cfg.schedule.power}")
     need(0 < cfg.head.sample_rate <= 1, "head.sample_rate", f"must be in (0, 1], got {cfg.head.sample_rate}")
     need(cfg.head.class_chunk >= 0, "head.class_chunk", f"must be >= 0, got {cfg.head.class_chunk}")
+    need(cfg.head.init in CENTRE_INITS, "head.init", f"must be one of {sorted(CENTRE_INITS)}, got {cfg.head.init!r}")
+    need(cfg.head.init_std > 0, "head.init_std", f"must be > 0, got {cfg.head.init_std}")
     need(cfg.data.workers >= 0, "data.workers", "must be >= 0")
     need(cfg.data.prefetch >= 1, "data.prefetch", "must be >= 1")
     need(cfg.data.decoder in ("cpu", "gpu", "auto"), "data.decoder", f"must be cpu, gpu or auto, got {cfg.data.decoder!r}")

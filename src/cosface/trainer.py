@@ -383,8 +383,10 @@ class Trainer:
         diff = [f"{key} is {a!r} there, {b!r} here" for key, a, b in fixed if a != b]
         if diff:
             raise CosfaceError(f"checkpoint {self.resumed_from} does not fit this config: " + ", ".join(diff))
+        # head.init / init_std only shape a new table; the centres come from the checkpoint.
         changed = [f"head.{k} {getattr(old.head, k)!r} -> {getattr(self.cfg.head, k)!r}"
-                   for k in old.head.__dataclass_fields__ if getattr(old.head, k) != getattr(self.cfg.head, k)]
+                   for k in old.head.__dataclass_fields__
+                   if k not in ("init", "init_std") and getattr(old.head, k) != getattr(self.cfg.head, k)]
         if changed:
             self._say(f"note: resuming with a changed head policy: {', '.join(changed)}")
         if "epoch_samples" not in ckpt or "optimizer" not in ckpt or "rng" not in ckpt:

@@ -26,6 +26,9 @@ MARGIN_CASES = [
     ("combined", 10, 16, 3, 64.0, (1.0, 0.3, 0.2)),
     ("softmax", 11, 8, 2, 32.0, (1.0, 0.0, 0.0)),
 ]
+# head.init = "normal" through Runtime.build_head: classes, embedding size (11 × 17 values: no shard is a
+# multiple of 16 values, where torch's normal_ would draw differently per shard), init_std.
+NORMAL_INIT_CASE = (11, 17, 0.02)
 
 
 def head_inputs(num_classes: int, dim: int, batch: int, world: int, case: int):
@@ -82,6 +85,13 @@ def run_head(out_dir: str, device: str) -> None:
         loss.backward()
         results[name] = {"start": head.start, "stop": head.stop, "loss": loss.item(),
                          "weight_grad": head.weight.grad.cpu(), "x_grad": x_local.grad.cpu()}
+    from cosface.config import HeadConfig
+
+    c, d, std = NORMAL_INIT_CASE
+    torch.manual_seed(INIT_SEED)
+    head = rt.build_head(HeadConfig(init="normal", init_std=std), c, d)
+    results["normal_init"] = {"start": getattr(head, "start", 0), "stop": getattr(head, "stop", c),
+                              "weight": head.weight.detach().cpu(), "rng_after_init": torch.get_rng_state()}
     torch.save(results, os.path.join(out_dir, f"rank{rt.rank}.pt"))
     dist.destroy_process_group(group)
 

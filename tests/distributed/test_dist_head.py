@@ -11,7 +11,7 @@ from cosface.parallel.memory import head_memory
 from cosface.parallel.sharded_head import ShardedCosFaceHead, class_ranges
 
 from dist_launch import check_all_ok, run_ranks
-from dist_workers import HEAD_CASES, INIT_SEED, MARGIN_CASES, head_inputs
+from dist_workers import HEAD_CASES, INIT_SEED, MARGIN_CASES, NORMAL_INIT_CASE, head_inputs
 
 CASES = {c[0]: c[1:] for c in HEAD_CASES}
 FULL = [name for name, *_, rate in HEAD_CASES if rate == 1.0]
@@ -196,3 +196,19 @@ def test_other_margins_sharded_equal_single_process_head(results, case):
         assert torch.allclose(r["weight_grad"], head.weight.grad[r["start"]:r["stop"]], atol=1e-5)
         assert torch.allclose(r["x_grad"], world * x.grad[rank * b:(rank + 1) * b], atol=1e-5)
         assert r["x_grad"].abs().max() > 1e-3
+
+
+def test_normal_init_shards_are_the_rows_of_the_single_process_head(results):
+    """head.init = "normal", built by Runtime.build_head: each rank's centres are bit for bit its rows
+    of the one-process head's with the same seed, and the RNG is left in the same state."""
+    c, d, std = NORMAL_INIT_CASE
+    torch.manual_seed(INIT_SEED)
+    whole = CosFaceHead(c, d, init="normal", init_std=std).weight.detach()
+    rng = torch.get_rng_state()
+    assert whole.std().item() == pytest.approx(std, rel=0.2)
+    bounds = [(res["normal_init"]["start"], res["normal_init"]["stop"]) for res in results]
+    assert bounds == class_ranges(c, len(results))
+    for res in results:
+        r = res["normal_init"]
+        assert torch.equal(r["weight"], whole[r["start"]:r["stop"]])
+        assert torch.equal(r["rng_after_init"], rng)

@@ -26,6 +26,9 @@ def test_overrides_are_type_checked():
     assert cfg.optim.lr == 0.05 and cfg.schedule.name == "cosine" and cfg.schedule.warmup_epochs == 3.0
     assert cfg.schedule.milestones == [1, 2] and cfg.data.path == "/x y/z"
     assert load_config(None, ["optim.lr=1"]).optim.lr == 1.0  # an int is a fine float
+    head = load_config(None, ["head.init=normal", "head.init_std=0.02"]).head
+    assert (head.init, head.init_std) == ("normal", 0.02)
+    assert (Config().head.init, Config().head.init_std) == ("xavier", 0.01)
 
 
 @pytest.mark.parametrize("override,message", [
@@ -36,6 +39,10 @@ def test_overrides_are_type_checked():
     ("optim.nesterov=1", "optim.nesterov must be true or false"),
     ("schedule.name=steps", "schedule.name must be one of"),
     ("head.m=1.5", r"head.m must be in \[0, 1\)"),
+    ("head.init=gaussian", r"--set: head.init must be one of \['normal', 'xavier'\], got 'gaussian'"),
+    ("head.init_std=0", r"--set: head.init_std must be > 0, got 0.0"),
+    ("head.init_std=-0.01", r"head.init_std must be > 0, got -0.01"),
+    ("head.init_std=nan", r"head.init_std must be a finite number"),
     ("schedule.milestones=[3, 1]", "schedule.milestones must be increasing"),
     ("lr", "expected key=value"),
 ])

@@ -79,7 +79,8 @@ class Runtime:
         from cosface.parallel.sharded_head import ShardedCosFaceHead
 
         return ShardedCosFaceHead(num_classes, embedding_size, s=head_cfg.s, m=head_cfg.m,
-                                  sample_rate=head_cfg.sample_rate, group=self.group, margin=margin_for(head_cfg))
+                                  sample_rate=head_cfg.sample_rate, group=self.group, margin=margin_for(head_cfg),
+                                  init=head_cfg.init, init_std=head_cfg.init_std)
 
     @contextlib.contextmanager
     def failing_clearly(self):

@@ -41,14 +41,12 @@ import torch.nn as nn
 from torch.autograd.function import once_differentiable
 
 from cosface.errors import CosfaceError
+from cosface.heads import init_centre_rows
 from cosface.losses import Margin, normalized_cosines
 
 # torch >= 2.10 renamed the single-tensor collectives; both spellings take (output, input, ...).
 _all_gather_single = getattr(dist, "all_gather_single", None) or dist.all_gather_into_tensor
 _reduce_scatter_single = getattr(dist, "reduce_scatter_single", None) or dist.reduce_scatter_tensor
-
-# Rows of the centre table drawn at a time by the initialisation (~16 MiB of fp32 per chunk).
-_INIT_CHUNK_VALUES = 1 << 22
 
 
 def class_ranges(num_classes: int, world_size: int) -> list[tuple[int, int]]:
@@ -124,41 +122,21 @@ class _ShardedCrossEntropy(torch.autograd.Function):
         return grad.to(ctx.in_dtype), None, None
 
 
-@torch.no_grad()
-def _init_rows_as_full_xavier(weight: torch.Tensor, num_classes: int, start: int) -> None:
-    """Fill `weight` with rows [start, start + len) of what nn.init.xavier_uniform_ draws for the whole
-    (num_classes, D) table from torch's global generator, and leave the generator where that call would.
-
-    Every rank draws the whole table, a chunk at a time (memory: one chunk), so a sharded run starts
-    from exactly the centres, and RNG state, of a single-process run with the same seed. Cost: about
-    0.5 s per 10^8 values on one core (~25 s per rank for 10M × 512), once, at start-up; a resumed run
-    overwrites them from the checkpoint.
-    """
-    d = weight.shape[1]
-    # The same expression as nn.init.xavier_uniform_ (fan_in = D, fan_out = C), for identical bits.
-    bound = math.sqrt(3.0) * math.sqrt(2.0 / float(d + num_classes))
-    stop = start + weight.shape[0]
-    rows = max(1, _INIT_CHUNK_VALUES // d)
-    buf = torch.empty(rows, d)
-    for lo in range(0, num_classes, rows):
-        hi = min(lo + rows, num_classes)
-        chunk = buf[:hi - lo].uniform_(-bound, bound)
-        a, b = max(lo, start), min(hi, stop)
-        if a < b:
-            weight[a - start:b - start] = chunk[a - lo:b - lo]
-
-
 class ShardedCosFaceHead(nn.Module):
     """CosFace (LMCL), or the cosface.losses.Margin given as `margin`, with the class centres split
     over the ranks of `group` (None: one process, all classes here, no collectives). Same contract as cosface.heads.CosFaceHead: (embeddings (B, D),
     labels (B,)) -> mean loss over the global batch; every rank must pass the same B.
 
-    `weight` holds this rank's rows, classes [start, stop). gather_rows/scatter_rows convert
-    per-rank tables (the weight, its optimizer state) to and from the whole (C, D) table.
+    `weight` holds this rank's rows, classes [start, stop), drawn by cosface.heads.init_centre_rows:
+    every rank draws the whole table and keeps its rows, so the centres (and the RNG state after them)
+    are those of the one-process head with the same seed, `init` and `init_std`, at any world size.
+    gather_rows/scatter_rows convert per-rank tables (the weight, its optimizer state) to and from the
+    whole (C, D) table.
     """
 
     def __init__(self, num_classes: int, embedding_size: int, s: float = 32.0, m: float = 0.40,
-                 sample_rate: float = 1.0, group=None, margin: Margin | None = None):
+                 sample_rate: float = 1.0, group=None, margin: Margin | None = None,
+                 init: str = "xavier", init_std: float = 0.01):
         super().__init__()
         rank, world = _rank_and_size(group)
         if num_classes < world:
@@ -173,7 +151,7 @@ class ShardedCosFaceHead(nn.Module):
         self.ranges = class_ranges(num_classes, world)
         self.start, self.stop = self.ranges[rank]
         self.weight = nn.Parameter(torch.empty(self.stop - self.start, embedding_size))
-        _init_rows_as_full_xavier(self.weight.data, num_classes, self.start)
+        init_centre_rows(self.weight.data, num_classes, self.start, init, init_std)
 
     def extra_repr(self) -> str:
         return (f"num_classes={self.num_classes}, classes=[{self.start}, {self.stop}) on rank {self.rank} of "
