@@ -105,6 +105,13 @@ def test_recipe_presets_ship_in_the_package_state_their_source_and_resolve():
     glint = load_config("glint360k_r100_cosface")
     assert (glint.head.type, glint.head.m, glint.model.backbone, glint.optim.weight_decay) == ("cosface", 0.4, "iresnet100", 1e-4)
     assert load_config("webface42m_r100_cosface").head.sample_rate == 0.2
+    # insightface's centres start as normal(0, 0.01), and these recipes say so; the MindSpore seed recipe
+    # (Xavier-uniform) and the demo keep the default.
+    for name in RECIPES:
+        cfg = load_config(name)
+        assert (cfg.head.init, cfg.head.init_std) == ("normal", 0.01), name
+        assert "Xavier" not in preset_header(name), name
+    assert load_config(SEED).head.init == load_config("demo").head.init == "xavier"
     out = subprocess.run([sys.executable, "-m", "cosface", "config", "glint360k_r100_cosface"], capture_output=True, text=True)
     assert out.returncode == 0 and out.stdout.startswith("# insightface arcface_torch's Glint360K recipe")
     assert 'backbone = "iresnet100"' in out.stdout
