@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from cosface.commands import device
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -23,7 +25,7 @@ def add_parser(subparsers) -> None:
         q.add_argument("--db", required=True, metavar="G.sqlite", help="the gallery file")
         if model_required:
             q.add_argument("--model", required=True, metavar="MODEL", help="checkpoint, ONNX or TorchScript export")
-            q.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+            q.add_argument("--device", default="auto", type=device, help="auto (CUDA when available), cpu or cuda")
 
     e = sub.add_parser("enroll", help="add photos of a person (or a folder of people) to the gallery",
                        description="Enrol NAME with the largest face of each PHOTO, or with --folder DIR every "

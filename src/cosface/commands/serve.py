@@ -6,6 +6,8 @@ import ipaddress
 import os
 import sys
 
+from cosface.commands import device
+
 API_KEY_ENV = "COSFACE_API_KEY"
 
 
@@ -31,7 +33,7 @@ def add_parser(subparsers) -> None:
                    help="largest decoded image, in pixels (default 40,000,000)")
     p.add_argument("--scoring", choices=("max", "mean"), default="max", help="gallery subject score (default max)")
     p.add_argument("--index", choices=("auto", "exact", "faiss"), default="auto", help="gallery search (default auto)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    p.add_argument("--device", default="auto", type=device, help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=run)
 

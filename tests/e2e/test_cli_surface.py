@@ -1,0 +1,24 @@
+"""The command line as scripts and CI use it: usage errors are exit 2 without a traceback, outputs land
+where the command says, stdout carries only results."""
+import pytest
+
+from cosface.cli import main
+from test_eval_cli import write_checkpoint
+
+
+@pytest.mark.parametrize("argv", [
+    ["verify", "--model", "{ckpt}", "a.jpg", "b.jpg"],
+    ["embed", "--model", "{ckpt}", "a.jpg", "-o", "e.npy"],
+    ["eval", "--ckpt", "{ckpt}", "--lfw", "lfw"],
+    ["infer", "--model", "m.onnx", "--lfw", "lfw"],
+    ["compare", "{ckpt}", "{ckpt}", "--suite", "suite"],
+    ["gallery", "identify", "--db", "g.sqlite", "--model", "{ckpt}", "a.jpg"],
+    ["serve", "--model", "{ckpt}"],
+], ids=lambda a: a[0] if a[0] != "gallery" else "gallery-identify")
+def test_a_bad_device_is_a_usage_error(argv, tmp_path, capsys):
+    ckpt = write_checkpoint(tmp_path / "c.pt")
+    with pytest.raises(SystemExit) as e:
+        main([a.format(ckpt=ckpt) for a in argv] + ["--device", "gpu0"])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and "Traceback" not in err
+    assert err.splitlines()[-1].endswith("argument --device: expected auto, cpu, cuda or cuda:N, got 'gpu0'"), err
