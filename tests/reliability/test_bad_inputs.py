@@ -216,6 +216,8 @@ CASES = [
     Case("detect-oversized-jpeg", lambda w, d: (["detect", str(put(d / "big.jpg", jpeg_claiming(20000, 20000)))],
                                                 "big.jpg")),
     Case("detect-missing-photo", lambda w, d: (["detect", str(d / "gone.jpg")], "gone.jpg")),
+    Case("detect-out-is-directory", lambda w, d: (["detect", str(w.image), "-o", str(d)], str(d))),
+    Case("detect-out-not-a-picture", lambda w, d: (["detect", str(w.image), "-o", str(d / "faces.txt")], "faces.txt")),
     Case("align-missing-folder", lambda w, d: (["align", str(d / "nope"), "-o", str(d / "out"), "--quiet"], "nope")),
     Case("align-out-blocked", lambda w, d: (["align", str(w.images), "-o", str(blocked(d)), "--quiet",
                                              "--workers", "1"], "blocker")),
