@@ -22,3 +22,18 @@ def test_a_bad_device_is_a_usage_error(argv, tmp_path, capsys):
     err = capsys.readouterr().err
     assert e.value.code == 2 and "Traceback" not in err
     assert err.splitlines()[-1].endswith("argument --device: expected auto, cpu, cuda or cuda:N, got 'gpu0'"), err
+
+
+def test_plots_land_under_the_name_given(tmp_path, capsys):
+    """matplotlib adds .png to a name without a suffix; the commands print the name they were given."""
+    import numpy as np
+
+    from test_eval_cli import write_lfw
+
+    ckpt = write_checkpoint(tmp_path / "c.pt")
+    lfw = write_lfw(tmp_path / "lfw", np.random.default_rng(0))
+    roc = tmp_path / "roc"
+    assert main(["eval", "--ckpt", str(ckpt), "--lfw", str(lfw), "--no-progress", "--device", "cpu",
+                 "--plot", str(roc)]) == 0
+    assert f"ROC curve written to {roc}" in capsys.readouterr().err
+    assert roc.read_bytes()[:4] == b"\x89PNG" and not roc.with_suffix(".png").exists()

@@ -145,6 +145,8 @@ CASES = [
                                               str(lfw_with(w, d, bad_image_lfw(b"\xff\xd8 not a jpeg")))], "P0_0001.jpg")),
     Case("eval-features-out-blocked", lambda w, d: (["eval", "--ckpt", str(w.ckpt), "--no-progress", "--lfw", str(w.lfw),
                                                      "--features-out", str(blocked(d) / "f.mat")], "blocker")),
+    Case("eval-plot-not-a-picture", lambda w, d: (["eval", "--ckpt", str(w.ckpt), "--no-progress", "--lfw", str(w.lfw),
+                                                   "--plot", str(d / "roc.txt")], "roc.txt")),
     # ---- export ------------------------------------------------------------------------------
     Case("export-missing-checkpoint", lambda w, d: (["export", "--ckpt", str(d / "no.pt"), "-o", str(d / "m.onnx")],
                                                     "no.pt")),

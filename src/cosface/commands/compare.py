@@ -37,10 +37,9 @@ def run(args: argparse.Namespace) -> int:
     if len(names) != len(args.models) or len(set(names)) != len(names):
         args._parser.error(f"--names needs {len(args.models)} distinct names, got {args.names!r}")
 
-    if args.plot:
-        from cosface.optional import check
+    from cosface.commands.report_options import check_extras
 
-        check("matplotlib", purpose="--plot")     # before any embedding starts
+    check_extras(args)     # --plot: before any embedding starts
     from cosface.evaluation.suite import (compare_table, evaluate_suite, model_embed_fn, plot_compare,
                                           resolve_model, suite_json)
 

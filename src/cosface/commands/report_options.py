@@ -19,11 +19,13 @@ def add_report_options(p: argparse.ArgumentParser, *, device_help: str) -> None:
 
 
 def check_extras(args: argparse.Namespace) -> None:
-    """Before any embedding starts: --plot needs matplotlib (the `plot` extra)."""
+    """Before any embedding starts: --plot needs matplotlib (the `plot` extra) and a name it can write."""
     if args.plot:
         from cosface.optional import check
+        from cosface.plotting import figure_format
 
         check("matplotlib", purpose="--plot")
+        figure_format(args.plot)
 
 
 def print_reports(args: argparse.Namespace, reports: dict) -> None:
