@@ -37,3 +37,39 @@ def test_plots_land_under_the_name_given(tmp_path, capsys):
                  "--plot", str(roc)]) == 0
     assert f"ROC curve written to {roc}" in capsys.readouterr().err
     assert roc.read_bytes()[:4] == b"\x89PNG" and not roc.with_suffix(".png").exists()
+
+
+def test_progress_bars_only_on_a_terminal(tmp_path):
+    """In a pipe or a CI log a bar is a stream of carriage returns; on a terminal it stays."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), "OMP_NUM_THREADS": "1"}
+    argv = [sys.executable, "-m", "cosface", "synth", "--identities", "2", "--images-per-identity", "2",
+            "--lfw-identities", "20", "--lfw-images-per-identity", "2", "--workers", "1"]
+    piped = subprocess.run([*argv, str(tmp_path / "a")], capture_output=True, text=True, env=env, timeout=120)
+    assert piped.returncode == 0, piped.stderr
+    assert "synth:" not in piped.stderr and "\r" not in piped.stderr
+    import fcntl
+    import struct
+    import termios
+
+    primary, replica = os.openpty()
+    fcntl.ioctl(replica, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 100, 0, 0))   # a new pty is 0 columns wide
+    try:
+        tty = subprocess.run([*argv, str(tmp_path / "b")], stdout=subprocess.PIPE, stderr=replica, env=env, timeout=120)
+        os.close(replica)
+        drawn = b""
+        while True:
+            try:
+                chunk = os.read(primary, 65536)
+            except OSError:      # the terminal's other end is closed: all read
+                break
+            if not chunk:
+                break
+            drawn += chunk
+    finally:
+        os.close(primary)
+    assert tty.returncode == 0 and b"synth:" in drawn
