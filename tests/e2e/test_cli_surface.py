@@ -73,3 +73,15 @@ def test_progress_bars_only_on_a_terminal(tmp_path):
     finally:
         os.close(primary)
     assert tty.returncode == 0 and b"synth:" in drawn
+
+
+@pytest.mark.parametrize("extra,named", [(["--target", "IJBC"], "--target"), (["--no-flip"], "--no-flip"),
+                                         (["--normalize-images", "--no-detector-score"], "--no-detector-score")])
+@pytest.mark.parametrize("model", ["--ckpt", "--model"])
+def test_ijb_options_without_ijb_are_refused(model, extra, named, tmp_path, capsys):
+    """An IJB option on an LFW run was silently ignored with --ckpt (and refused with --model for --target)."""
+    ckpt = write_checkpoint(tmp_path / "c.pt")
+    with pytest.raises(SystemExit) as e:
+        main(["eval", model, str(ckpt), "--lfw", str(tmp_path), "--no-progress", *extra])
+    err = capsys.readouterr().err
+    assert e.value.code == 2 and named in err.splitlines()[-1], err

@@ -43,8 +43,6 @@ def run_ijb_or_suite(args: argparse.Namespace) -> int:
         parser.error("--features-out goes with --lfw")
     if args.protocol and not (args.bin or args.suite):
         parser.error("--protocol applies to --bin sets and the .bin files of a --suite")
-    if args.target and not args.ijb:
-        parser.error("--target goes with --ijb (a --suite recognises each IJB folder's release itself)")
     from cosface.commands.report_options import check_extras, print_reports
 
     check_extras(args)     # --plot: before any embedding starts
