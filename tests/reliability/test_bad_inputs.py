@@ -147,6 +147,8 @@ CASES = [
                                                      "--features-out", str(blocked(d) / "f.mat")], "blocker")),
     Case("eval-plot-not-a-picture", lambda w, d: (["eval", "--ckpt", str(w.ckpt), "--no-progress", "--lfw", str(w.lfw),
                                                    "--plot", str(d / "roc.txt")], "roc.txt")),
+    Case("eval-bin-is-a-checkpoint", lambda w, d: (["eval", "--ckpt", str(w.ckpt), "--no-progress", "--bin", str(w.ckpt)],
+                                                   "not a readable verification .bin")),
     # ---- export ------------------------------------------------------------------------------
     Case("export-missing-checkpoint", lambda w, d: (["export", "--ckpt", str(d / "no.pt"), "-o", str(d / "m.onnx")],
                                                     "no.pt")),
