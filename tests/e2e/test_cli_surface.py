@@ -85,3 +85,23 @@ def test_ijb_options_without_ijb_are_refused(model, extra, named, tmp_path, caps
         main(["eval", model, str(ckpt), "--lfw", str(tmp_path), "--no-progress", *extra])
     err = capsys.readouterr().err
     assert e.value.code == 2 and named in err.splitlines()[-1], err
+
+
+def test_serve_on_a_port_in_use_is_one_line(tmp_path, capfd):
+    """uvicorn logged the bind failure among its start-up lines and exited 3, after the model had loaded."""
+    import socket
+
+    pytest.importorskip("uvicorn")
+    pytest.importorskip("fastapi")
+    ckpt = write_checkpoint(tmp_path / "c.pt")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        capfd.readouterr()
+        try:
+            rc = main(["serve", "--model", str(ckpt), "--port", str(port), "--device", "cpu"])
+        except SystemExit as e:
+            rc = e.code
+    err = capfd.readouterr().err
+    assert rc == 2 and err.strip() == f"cosface serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"

@@ -47,6 +47,22 @@ def is_loopback(host: str) -> bool:
         return False
 
 
+def check_can_listen(host: str, port: int) -> None:
+    """Bind --host:--port as uvicorn will (SO_REUSEADDR) and let go: a port in use or an address this
+    machine does not have is one line, exit 2."""
+    import socket
+
+    from cosface.errors import CosfaceError
+    from cosface.fsio import os_reason
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            raise CosfaceError(f"cannot listen on {host}:{port}: {os_reason(e)}") from None
+
+
 def run(args: argparse.Namespace) -> int:
     from cosface.errors import CosfaceError
     from cosface.optional import check
@@ -62,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         raise CosfaceError(f"--port must be in 1..65535, got {args.port}")
     if args.max_upload_mb <= 0:
         raise CosfaceError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    check_can_listen(args.host, args.port)     # before the model loads; uvicorn would exit 3 with its log
 
     import uvicorn
 
