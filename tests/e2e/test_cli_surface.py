@@ -105,3 +105,21 @@ def test_serve_on_a_port_in_use_is_one_line(tmp_path, capfd):
             rc = e.code
     err = capfd.readouterr().err
     assert rc == 2 and err.strip() == f"cosface serve: error: cannot listen on 127.0.0.1:{port}: Address already in use"
+
+
+def test_identify_names_what_it_could_not_do(tmp_path, capsys):
+    import numpy as np
+
+    from test_eval_cli import jpeg
+
+    ckpt = write_checkpoint(tmp_path / "c.pt")
+    face = tmp_path / "a.jpg"
+    face.write_bytes(jpeg(np.random.default_rng(0), np.full((4, 4, 3), 120)))
+    junk = tmp_path / "junk.jpg"
+    junk.write_bytes(b"not an image")
+    db = str(tmp_path / "g.sqlite")
+    assert main(["gallery", "enroll", "--db", db, "--model", str(ckpt), "--device", "cpu", "ada", str(face)]) == 0
+    capsys.readouterr()
+    assert main(["gallery", "identify", "--db", db, "--model", str(ckpt), "--device", "cpu", str(face), str(junk)]) == 1
+    out, err = capsys.readouterr()
+    assert "ada" in out and "were not identified" in err and "enrolled" not in err

@@ -41,7 +41,8 @@ def add_parser(subparsers) -> None:
 
     i = sub.add_parser("identify", help="who is in these photos?",
                        description="For each PHOTO, the best-matching subjects and whether the best is above the "
-                       "threshold (else: unknown).")
+                       "threshold (else: unknown). Exit status 0, or 1 when a photo had no usable face (listed on "
+                       "stderr, or under \"failures\" with --json); 2 on an error.")
     common(i, True)
     i.add_argument("photos", nargs="+", metavar="PHOTO")
     i.add_argument("--top-k", type=int, default=5, metavar="K", help="subjects listed per photo (default 5)")
@@ -71,9 +72,9 @@ def add_parser(subparsers) -> None:
     mv.set_defaults(func=run_rename)
 
 
-def _report_failures(failures) -> None:
+def _report_failures(failures, not_done: str) -> None:
     if failures:
-        print(f"{len(failures)} photo(s) had no usable face and were not enrolled:", file=sys.stderr)
+        print(f"{len(failures)} photo(s) had no usable face and were not {not_done}:", file=sys.stderr)
         for photo, why in failures:
             print(f"  {photo}: {why}", file=sys.stderr)
 
@@ -104,7 +105,7 @@ def run_enroll(args: argparse.Namespace) -> int:
     subjects, faces = gallery.store.counts()
     print(f"enrolled {report.faces} face(s) of {len(report.enrolled)} subject(s); {args.db} now holds "
           f"{subjects} subject(s), {faces} face(s)")
-    _report_failures(report.failures)
+    _report_failures(report.failures, "enrolled")
     return 0
 
 
@@ -132,7 +133,7 @@ def run_identify(args: argparse.Namespace) -> int:
             print(f"{p}: {r.name if r.known else 'unknown'}")
             for rank, m in enumerate(r.matches, 1):
                 print(f"  {rank}. {m.name}  {m.score:.4f}")
-        _report_failures(faces.failures)
+        _report_failures(faces.failures, "identified")
     return 0 if not faces.failures else 1
 
 
