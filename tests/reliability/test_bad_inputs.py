@@ -352,3 +352,17 @@ def test_full_disk_is_one_line_and_leaves_no_partial_file(limit, build, must, go
     leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith((".tmp", ".partial"))]
     assert not leftovers
 
+
+def test_features_out_on_a_full_disk_keeps_the_earlier_file(good_world: World, tmp_path):
+    """--features-out over an earlier .mat: a write that fails leaves that file as it was, not cut short."""
+    earlier = put(tmp_path / "f.mat", b"an earlier run's features")
+    argv = ["eval", "--ckpt", str(good_world.ckpt), "--lfw", str(good_world.lfw), "--no-progress", "--device", "cpu",
+            "--features-out", str(earlier)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK, "1500", *argv], capture_output=True, text=True,
+                          timeout=120, env=env)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "f.mat" in lines[0] and "File too large" in lines[0], proc.stderr
+    assert earlier.read_bytes() == b"an earlier run's features"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.mat"]
+
