@@ -2,7 +2,8 @@
 
 Each command module defines `add_parser(subparsers)` (which sets `func`) and keeps its heavy
 imports inside the handler, so `cosface --help` stays fast. User mistakes (CosfaceError) become one
-line on stderr and exit status 2.
+line on stderr and exit status 2; Ctrl-C is exit status 130. Progress bars (stderr) are drawn only
+when stderr is a terminal.
 """
 from __future__ import annotations
 
@@ -52,6 +53,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if not _is_terminal(sys.stderr):
+        # A bar drawn into a log file or a CI console is a stream of carriage returns: bars only on a terminal.
+        for no_bar in ("no_progress", "quiet"):     # every command's "no progress bar" flag
+            if hasattr(args, no_bar):
+                setattr(args, no_bar, True)
     try:
         rc = args.func(args)
     except CosfaceError as e:
@@ -67,3 +73,10 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cosface {args.command}: interrupted", file=sys.stderr)
         return 130
     return int(rc or 0)
+
+
+def _is_terminal(stream) -> bool:
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):     # replaced or closed streams
+        return False

@@ -114,8 +114,27 @@ def plot_runs(run_dirs: list[str | os.PathLike], out: str | os.PathLike = "curve
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title or "cosface runs: " + ", ".join(name for name, _ in runs))
     fig.tight_layout()
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(out, dpi=100)
+    out = save_figure(fig, out, 100, "plot")
     plt.close(fig)
     return out
+
+
+def figure_format(path: str | os.PathLike) -> str:
+    """The format of a figure written to `path`: its suffix's, or PNG for a name without one (written under
+    exactly that name: matplotlib would add .png). Call it before the work that leads to the figure."""
+    suffix = Path(path).suffix.lower().lstrip(".")
+    if not suffix:
+        return "png"
+    from matplotlib.backend_bases import FigureCanvasBase
+
+    if suffix not in FigureCanvasBase.get_supported_filetypes():
+        raise CosfaceError(f"{path}: matplotlib cannot write .{suffix} pictures; name a .png file")
+    return suffix
+
+
+def save_figure(fig, path: str | os.PathLike, dpi: int, what: str) -> Path:
+    """Write `fig` to exactly `path`, atomically (an interrupted write leaves no half picture)."""
+    from cosface.fsio import atomic_write
+
+    fmt = figure_format(path)
+    return atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=dpi), what)

@@ -145,6 +145,10 @@ CASES = [
                                               str(lfw_with(w, d, bad_image_lfw(b"\xff\xd8 not a jpeg")))], "P0_0001.jpg")),
     Case("eval-features-out-blocked", lambda w, d: (["eval", "--ckpt", str(w.ckpt), "--no-progress", "--lfw", str(w.lfw),
                                                      "--features-out", str(blocked(d) / "f.mat")], "blocker")),
+    Case("eval-plot-not-a-picture", lambda w, d: (["eval", "--ckpt", str(w.ckpt), "--no-progress", "--lfw", str(w.lfw),
+                                                   "--plot", str(d / "roc.txt")], "roc.txt")),
+    Case("eval-bin-is-a-checkpoint", lambda w, d: (["eval", "--ckpt", str(w.ckpt), "--no-progress", "--bin", str(w.ckpt)],
+                                                   "not a readable verification .bin")),
     # ---- export ------------------------------------------------------------------------------
     Case("export-missing-checkpoint", lambda w, d: (["export", "--ckpt", str(d / "no.pt"), "-o", str(d / "m.onnx")],
                                                     "no.pt")),
@@ -216,6 +220,8 @@ CASES = [
     Case("detect-oversized-jpeg", lambda w, d: (["detect", str(put(d / "big.jpg", jpeg_claiming(20000, 20000)))],
                                                 "big.jpg")),
     Case("detect-missing-photo", lambda w, d: (["detect", str(d / "gone.jpg")], "gone.jpg")),
+    Case("detect-out-is-directory", lambda w, d: (["detect", str(w.image), "-o", str(d)], str(d))),
+    Case("detect-out-not-a-picture", lambda w, d: (["detect", str(w.image), "-o", str(d / "faces.txt")], "faces.txt")),
     Case("align-missing-folder", lambda w, d: (["align", str(d / "nope"), "-o", str(d / "out"), "--quiet"], "nope")),
     Case("align-out-blocked", lambda w, d: (["align", str(w.images), "-o", str(blocked(d)), "--quiet",
                                              "--workers", "1"], "blocker")),
@@ -345,4 +351,18 @@ def test_full_disk_is_one_line_and_leaves_no_partial_file(limit, build, must, go
     assert snapshot(good_world.root) == before
     leftovers = [p for p in tmp_path.rglob("*") if p.name.endswith((".tmp", ".partial"))]
     assert not leftovers
+
+
+def test_features_out_on_a_full_disk_keeps_the_earlier_file(good_world: World, tmp_path):
+    """--features-out over an earlier .mat: a write that fails leaves that file as it was, not cut short."""
+    earlier = put(tmp_path / "f.mat", b"an earlier run's features")
+    argv = ["eval", "--ckpt", str(good_world.ckpt), "--lfw", str(good_world.lfw), "--no-progress", "--device", "cpu",
+            "--features-out", str(earlier)]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2] / "src"), "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", FULL_DISK, "1500", *argv], capture_output=True, text=True,
+                          timeout=120, env=env)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1 and "f.mat" in lines[0] and "File too large" in lines[0], proc.stderr
+    assert earlier.read_bytes() == b"an earlier run's features"
+    assert [p.name for p in tmp_path.iterdir()] == ["f.mat"]
 

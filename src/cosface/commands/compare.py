@@ -6,6 +6,8 @@ import json
 import os
 import sys
 
+from cosface.commands import device
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -23,7 +25,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object {model: {set: report}}")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass (default 64)")
     p.add_argument("--workers", type=int, metavar="N", help="image decoding threads (default: up to 8)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    p.add_argument("--device", default="auto", type=device, help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
     p.set_defaults(func=run, _parser=p)
 
@@ -35,10 +37,9 @@ def run(args: argparse.Namespace) -> int:
     if len(names) != len(args.models) or len(set(names)) != len(names):
         args._parser.error(f"--names needs {len(args.models)} distinct names, got {args.names!r}")
 
-    if args.plot:
-        from cosface.optional import check
+    from cosface.commands.report_options import check_extras
 
-        check("matplotlib", purpose="--plot")     # before any embedding starts
+    check_extras(args)     # --plot: before any embedding starts
     from cosface.evaluation.suite import (compare_table, evaluate_suite, model_embed_fn, plot_compare,
                                           resolve_model, suite_json)
 

@@ -45,6 +45,10 @@ def run(args: argparse.Namespace) -> int:
         if out.exists() and not out.is_dir():
             raise CosfaceError(f"-o {out}: with several photos, -o names a directory")
         out.mkdir(parents=True, exist_ok=True)
+    elif out is not None:      # checked before any detection runs
+        if out.is_dir():
+            raise CosfaceError(f"-o {out} is a directory; with one photo, -o names the picture (e.g. faces.png)")
+        _picture_format(out)
     drawn = _annotated_names(args.photos)
     for name, drawn_name in zip(args.photos, drawn):
         image = read_photo(name)
@@ -56,16 +60,29 @@ def run(args: argparse.Namespace) -> int:
             from PIL import Image
 
             from cosface.faces.draw import annotate
+            from cosface.fsio import atomic_write
 
             target = out / drawn_name if len(args.photos) > 1 else out
-            target.parent.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(annotate(image, faces)).save(target)
+            picture = Image.fromarray(annotate(image, faces))
+            atomic_write(target, lambda f: picture.save(f, format=_picture_format(target)), "annotated picture")
             results[-1]["annotated"] = str(target)
         if not args.json:
             _print(results[-1])
     if args.json:
         print(json.dumps(results if len(results) > 1 else results[0], indent=2))
     return 0
+
+
+def _picture_format(path) -> str:
+    """Pillow's format for the annotated picture's name (faces.png: PNG)."""
+    from PIL import Image
+
+    from cosface.errors import CosfaceError
+
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None or fmt not in Image.SAVE:
+        raise CosfaceError(f"-o {path}: not a picture name Pillow can write; end it in .png (or .jpg)")
+    return fmt
 
 
 def _annotated_names(photos: list[str]) -> list[str]:

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from cosface.commands import device
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -20,7 +22,7 @@ def add_parser(subparsers) -> None:
     p.add_argument("-o", "--out", required=True, metavar="OUT.npy")
     p.add_argument("--no-flip", action="store_true", help="embed the image alone, without its mirror")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass (default 64)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    p.add_argument("--device", default="auto", type=device, help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--all-faces", action="store_true", help="one row per face found in each photo")
     p.add_argument("--no-detect", action="store_true",
                    help="no face detection: resize every image to the model's size (for crops aligned elsewhere)")

@@ -53,6 +53,13 @@ def run(args: argparse.Namespace) -> int:
     parser = args._parser
     if args.features and args.ckpt:
         parser.error("--features evaluates saved features; it takes no --ckpt")
+    if args.target and not args.ijb:
+        parser.error("--target goes with --ijb (a --suite recognises each IJB folder's release itself)")
+    ijb_only = [flag for flag, given in (("--no-flip", args.no_flip), ("--no-detector-score", args.no_detector_score),
+                                         ("--normalize-images", args.normalize_images)) if given]
+    if ijb_only and not (args.ijb or args.suite):
+        parser.error(f"{', '.join(ijb_only)}: IJB options, for --ijb or the IJB folders of a --suite "
+                     "(LFW folders and .bin sets are always scored on image + mirror)")
     if args.ijb or args.suite or args.model:
         from cosface.commands.eval_ijb import run_ijb_or_suite
 

@@ -43,14 +43,10 @@ def run_ijb_or_suite(args: argparse.Namespace) -> int:
         parser.error("--features-out goes with --lfw")
     if args.protocol and not (args.bin or args.suite):
         parser.error("--protocol applies to --bin sets and the .bin files of a --suite")
-    if args.target and not args.ijb:
-        parser.error("--target goes with --ijb (a --suite recognises each IJB folder's release itself)")
-    if args.plot:
-        from cosface.optional import check
+    from cosface.commands.report_options import check_extras, print_reports
 
-        check("matplotlib", purpose="--plot")     # before any embedding starts
+    check_extras(args)     # --plot: before any embedding starts
 
-    from cosface.commands.report_options import print_reports
     from cosface.evaluation import evaluate_bin, evaluate_lfw
     from cosface.evaluation.ijb import evaluate_ijb
     from cosface.evaluation.suite import evaluate_suite, plot_compare, suite_json, suite_table

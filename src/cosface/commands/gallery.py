@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from cosface.commands import device
+
 
 def add_parser(subparsers) -> None:
     p = subparsers.add_parser(
@@ -23,7 +25,7 @@ def add_parser(subparsers) -> None:
         q.add_argument("--db", required=True, metavar="G.sqlite", help="the gallery file")
         if model_required:
             q.add_argument("--model", required=True, metavar="MODEL", help="checkpoint, ONNX or TorchScript export")
-            q.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+            q.add_argument("--device", default="auto", type=device, help="auto (CUDA when available), cpu or cuda")
 
     e = sub.add_parser("enroll", help="add photos of a person (or a folder of people) to the gallery",
                        description="Enrol NAME with the largest face of each PHOTO, or with --folder DIR every "
@@ -39,7 +41,8 @@ def add_parser(subparsers) -> None:
 
     i = sub.add_parser("identify", help="who is in these photos?",
                        description="For each PHOTO, the best-matching subjects and whether the best is above the "
-                       "threshold (else: unknown).")
+                       "threshold (else: unknown). Exit status 0, or 1 when a photo had no usable face (listed on "
+                       "stderr, or under \"failures\" with --json); 2 on an error.")
     common(i, True)
     i.add_argument("photos", nargs="+", metavar="PHOTO")
     i.add_argument("--top-k", type=int, default=5, metavar="K", help="subjects listed per photo (default 5)")
@@ -69,9 +72,9 @@ def add_parser(subparsers) -> None:
     mv.set_defaults(func=run_rename)
 
 
-def _report_failures(failures) -> None:
+def _report_failures(failures, not_done: str) -> None:
     if failures:
-        print(f"{len(failures)} photo(s) had no usable face and were not enrolled:", file=sys.stderr)
+        print(f"{len(failures)} photo(s) had no usable face and were not {not_done}:", file=sys.stderr)
         for photo, why in failures:
             print(f"  {photo}: {why}", file=sys.stderr)
 
@@ -102,7 +105,7 @@ def run_enroll(args: argparse.Namespace) -> int:
     subjects, faces = gallery.store.counts()
     print(f"enrolled {report.faces} face(s) of {len(report.enrolled)} subject(s); {args.db} now holds "
           f"{subjects} subject(s), {faces} face(s)")
-    _report_failures(report.failures)
+    _report_failures(report.failures, "enrolled")
     return 0
 
 
@@ -130,7 +133,7 @@ def run_identify(args: argparse.Namespace) -> int:
             print(f"{p}: {r.name if r.known else 'unknown'}")
             for rank, m in enumerate(r.matches, 1):
                 print(f"  {rank}. {m.name}  {m.score:.4f}")
-        _report_failures(faces.failures)
+        _report_failures(faces.failures, "identified")
     return 0 if not faces.failures else 1
 
 

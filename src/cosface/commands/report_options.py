@@ -5,6 +5,8 @@ import argparse
 import json
 import sys
 
+from cosface.commands import device
+
 
 def add_report_options(p: argparse.ArgumentParser, *, device_help: str) -> None:
     p.add_argument("--features-out", metavar="FILE.mat", help="with --lfw: save the pair features (reference layout)")
@@ -12,16 +14,18 @@ def add_report_options(p: argparse.ArgumentParser, *, device_help: str) -> None:
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout instead of tables")
     p.add_argument("--batch-size", type=int, default=64, metavar="N", help="images per forward pass (default 64)")
     p.add_argument("--workers", type=int, metavar="N", help="image decoding threads (default: up to 8)")
-    p.add_argument("--device", default="auto", help=device_help)
+    p.add_argument("--device", default="auto", type=device, help=device_help)
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
 
 
 def check_extras(args: argparse.Namespace) -> None:
-    """Before any embedding starts: --plot needs matplotlib (the `plot` extra)."""
+    """Before any embedding starts: --plot needs matplotlib (the `plot` extra) and a name it can write."""
     if args.plot:
         from cosface.optional import check
+        from cosface.plotting import figure_format
 
         check("matplotlib", purpose="--plot")
+        figure_format(args.plot)
 
 
 def print_reports(args: argparse.Namespace, reports: dict) -> None:

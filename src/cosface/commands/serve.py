@@ -6,6 +6,8 @@ import ipaddress
 import os
 import sys
 
+from cosface.commands import device
+
 API_KEY_ENV = "COSFACE_API_KEY"
 
 
@@ -31,7 +33,7 @@ def add_parser(subparsers) -> None:
                    help="largest decoded image, in pixels (default 40,000,000)")
     p.add_argument("--scoring", choices=("max", "mean"), default="max", help="gallery subject score (default max)")
     p.add_argument("--index", choices=("auto", "exact", "faiss"), default="auto", help="gallery search (default auto)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    p.add_argument("--device", default="auto", type=device, help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=run)
 
@@ -43,6 +45,22 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def check_can_listen(host: str, port: int) -> None:
+    """Bind --host:--port as uvicorn will (SO_REUSEADDR) and let go: a port in use or an address this
+    machine does not have is one line, exit 2."""
+    import socket
+
+    from cosface.errors import CosfaceError
+    from cosface.fsio import os_reason
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError as e:
+            raise CosfaceError(f"cannot listen on {host}:{port}: {os_reason(e)}") from None
 
 
 def run(args: argparse.Namespace) -> int:
@@ -60,6 +78,7 @@ def run(args: argparse.Namespace) -> int:
         raise CosfaceError(f"--port must be in 1..65535, got {args.port}")
     if args.max_upload_mb <= 0:
         raise CosfaceError(f"--max-upload-mb must be positive, got {args.max_upload_mb}")
+    check_can_listen(args.host, args.port)     # before the model loads; uvicorn would exit 3 with its log
 
     import uvicorn
 

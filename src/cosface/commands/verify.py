@@ -9,6 +9,8 @@ import json
 import sys
 import traceback
 
+from cosface.commands import device
+
 EPILOG = """\
 exit status: 0 same person, 1 different people, 2 error (a script can branch on it).
 --json prints one object: {"same": bool, "similarity": float, "threshold": float, "threshold_source": str,
@@ -43,7 +45,7 @@ aligned face; any other photo is searched for faces and the largest is aligned t
     how.add_argument("--far", type=float, metavar="F",
                      help="use the model's stored threshold for false accept rate F (e.g. 0.01, 0.001)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text lines")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu or cuda")
+    p.add_argument("--device", default="auto", type=device, help="auto (CUDA when available), cpu or cuda")
     p.add_argument("--no-detect", action="store_true",
                    help="no face detection: resize each image to the model's size (for crops aligned elsewhere)")
     p.add_argument("--detector", default="retinaface", help="face detector for photos (default retinaface)")

@@ -108,7 +108,10 @@ def load_bin(path: str | os.PathLike) -> BinSet:
             f"{path} tries to load a forbidden global ({e}); a verification .bin may hold only images and issame flags"
         ) from None
     except Exception as e:  # a truncated or foreign file can fail inside pickle in many ways
-        raise CosfaceError(f"{path} is not a readable verification .bin pickle ({e.__class__.__name__}: {e})") from None
+        reason = " ".join(str(e).split())    # some pickle errors span two lines; the CLI prints one
+        raise CosfaceError(
+            f"{path} is not a readable verification .bin pickle ({e.__class__.__name__}: {reason})"
+        ) from None
     return _validate(path, obj)
 
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cosface.errors import CosfaceError
+from cosface.fsio import atomic_write
 
 KEYS = ("fl", "fr", "fold", "flag")
 
@@ -33,10 +34,8 @@ def save_features(path: str | os.PathLike, fl, fr, fold, flag) -> None:
         "fold": np.asarray(fold, dtype=np.int64).reshape(1, -1),
         "flag": np.asarray(flag, dtype=np.int64).reshape(1, -1),
     }
-    try:
-        scipy.io.savemat(os.fspath(path), data)
-    except OSError as e:
-        raise CosfaceError(f"cannot write features file {path}: {e}") from None
+    # Atomically: a half-written .mat (disk full, Ctrl-C) would read back as other features or not at all.
+    atomic_write(path, lambda f: scipy.io.savemat(f, data), "features file")
 
 
 def load_features(path: str | os.PathLike) -> PairFeatures:

@@ -124,6 +124,7 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.Pa
     """
     # A bare Figure renders with Agg and leaves pyplot's global state (and backend) alone.
     from cosface.optional import require
+    from cosface.plotting import save_figure
 
     Figure = require("matplotlib.figure", purpose="ROC plots").Figure
 
@@ -145,7 +146,4 @@ def plot_roc(curves: dict[str, tuple[np.ndarray, np.ndarray]], path: str | os.Pa
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=120)
-    except OSError as e:
-        raise CosfaceError(f"cannot write ROC plot {path}: {e}") from None
+    save_figure(fig, path, 120, "ROC plot")

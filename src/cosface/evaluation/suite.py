@@ -178,6 +178,8 @@ def plot_compare(per_model: dict[str, dict], path: str | os.PathLike) -> None:
     """One PNG: a panel per set, one ROC curve per model in each."""
     from matplotlib.figure import Figure
 
+    from cosface.plotting import save_figure
+
     sets = list(next(iter(per_model.values())))
     cols = min(3, len(sets))
     rows = (len(sets) + cols - 1) // cols
@@ -201,10 +203,7 @@ def plot_compare(per_model: dict[str, dict], path: str | os.PathLike) -> None:
     for ax in axes[len(sets):]:
         ax.set_visible(False)
     fig.tight_layout()
-    try:
-        fig.savefig(path, dpi=110)
-    except OSError as e:
-        raise CosfaceError(f"cannot write ROC plot {path}: {e}") from None
+    save_figure(fig, path, 110, "ROC plot")
 
 
 def resolve_model(path: str | os.PathLike) -> str:
