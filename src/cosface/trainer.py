@@ -100,7 +100,12 @@ class Trainer:
             write_text(self.out / "classes.txt", "".join(f"{n}\n" for n in self.class_names), "class list")
             self.validator.write(self.out)
         rt.barrier()
-        self.logs = MetricsLog(self.out, cfg.log, rt.is_main)
+        # What a killed run logged after its checkpoint is trained and logged again: drop it, not twice.
+        resume_step = ckpt["global_step"] if ckpt is not None else (0 if resume is not None else None)
+        self.logs = MetricsLog(self.out, cfg.log, rt.is_main, resume_step)
+        if self.logs.dropped:
+            self._say(f"{self.out / 'metrics.jsonl'}: dropped {self.logs.dropped} record(s) logged after global step "
+                      f"{resume_step}, the checkpoint's; those steps are trained again")
         self._report_bad(getattr(source, "skipped", []))   # records a packed source could not open
         self.best = BestCheckpoint(self.ckpt_dir, cfg.checkpoint.select, resuming=ckpt is not None)
         for note in data_warnings(source.labels, self.class_names) + self.validator.notes(cfg.data, num_classes):
