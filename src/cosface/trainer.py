@@ -133,6 +133,7 @@ class Trainer:
         self.divergence = DivergenceWatch(self.base_lr)
 
         start_epoch, start_step, self.global_step = 0, 0, 0
+        self.resumed_loss = None     # the epoch's losses before a mid-epoch save, so its mean covers the whole epoch
         if ckpt is not None:
             restore_training_state(ckpt, backbone, head, self.optimizer)
             set_rng_state(ckpt["rng"])
@@ -141,6 +142,7 @@ class Trainer:
             # Position inside the epoch is kept in images, so a different world size resumes at the
             # same place in the same order.
             start_step = ckpt["epoch_samples"] // plan.global_batch
+            self.resumed_loss = ckpt.get("epoch_loss")
             if ckpt["epoch_samples"] % plan.global_batch:
                 self._say(f"note: the saved position ({ckpt['epoch_samples']} images into epoch {start_epoch + 1}) is not a "
                           f"multiple of the new global batch {plan.global_batch}; resuming at step {start_step}")
@@ -184,6 +186,12 @@ class Trainer:
         loss_sum = torch.zeros((), device=rt.device)       # accumulated on device: no sync per step
         window_sum = torch.zeros((), device=rt.device)
         window_steps, epoch_steps = 0, 0
+        steps_before, carried_steps = 0, 0   # from a mid-epoch checkpoint: steps in loss_sum, and in window_sum
+        if start_step and self.resumed_loss is not None:
+            loss_sum += self.resumed_loss["loss_sum"].to(rt.device)
+            window_sum += self.resumed_loss["window_sum"].to(rt.device)
+            steps_before, carried_steps = self.resumed_loss["steps"], self.resumed_loss["window_steps"]
+        self.resumed_loss = None
         t_epoch = t_window = time.perf_counter()
         bar = self._bar(total=plan.steps_per_epoch - start_step, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
         micro = 0
@@ -207,7 +215,7 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
             if self.global_step % cfg.train.log_every == 0 or start_step + epoch_steps == plan.steps_per_epoch:
-                mean_loss = self._checked_mean(window_sum, window_steps, epoch)
+                mean_loss = self._checked_mean(window_sum, window_steps + carried_steps, epoch)
                 now = time.perf_counter()
                 self._log({"type": "step", "epoch": epoch + 1, "step": start_step + epoch_steps,
                            "global_step": self.global_step, "loss": mean_loss, "lr": lr,
@@ -216,15 +224,17 @@ class Trainer:
                     bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr:.4g}")
                 loss_sum += window_sum
                 window_sum.zero_()
-                window_steps, t_window = 0, now
+                window_steps, carried_steps, t_window = 0, 0, now
             every = cfg.checkpoint.save_every_steps
             if every and self.global_step % every == 0 and start_step + epoch_steps < plan.steps_per_epoch:
+                epoch_loss = {"loss_sum": loss_sum.cpu(), "window_sum": rt.all_reduce_mean(window_sum).cpu(),
+                              "window_steps": window_steps + carried_steps, "steps": steps_before + epoch_steps}
                 self._save(epoch=epoch, epoch_samples=(start_step + epoch_steps) * plan.global_batch,
-                           eval_due=False, unchecked_loss=window_sum)
+                           eval_due=False, unchecked_loss=window_sum, epoch_loss=epoch_loss)
         if bar is not None:
             bar.close()
         elapsed = time.perf_counter() - t_epoch
-        mean_loss = float(loss_sum) / max(epoch_steps, 1)
+        mean_loss = float(loss_sum) / max(steps_before + epoch_steps, 1)
         ips = epoch_steps * plan.global_batch / elapsed
         ms = 1000 * elapsed / max(epoch_steps, 1)
         self._say(f"epoch {epoch + 1}/{cfg.train.epochs}: epoch time {elapsed / 60:.3f} min, per step time {ms:.3f} ms, "
@@ -271,7 +281,8 @@ class Trainer:
         on_cadence = epochs_done >= c.save_start_epoch and (epochs_done - c.save_start_epoch) % c.save_every_epochs == 0
         return on_cadence or epochs_done == self.cfg.train.epochs
 
-    def _save(self, epoch: int, epoch_samples: int, eval_due: bool, unchecked_loss: torch.Tensor | None = None) -> None:
+    def _save(self, epoch: int, epoch_samples: int, eval_due: bool, unchecked_loss: torch.Tensor | None = None,
+              epoch_loss: dict | None = None) -> None:
         state = training_state(self.backbone, self.head, self.optimizer)  # collective: all ranks
         self._check_finite(state, unchecked_loss, epoch if epoch_samples == 0 else epoch + 1)
         evaluation = self._evaluate(epoch) if eval_due else None
@@ -284,7 +295,7 @@ class Trainer:
                 "config": portable_config(self.cfg.to_dict()), "num_classes": len(self.class_names), "class_names": self.class_names,
                 "preprocessing": self.prep.to_dict(), "epoch": epoch, "epoch_samples": epoch_samples,
                 "global_step": self.global_step, "world_size": self.rt.world_size, "rng": rng_state(),
-                "evaluation": evaluation, "validation": validation, **state,
+                "evaluation": evaluation, "validation": validation, "epoch_loss": epoch_loss, **state,
             }
             atomic_save(payload, path)
             self.last_checkpoint = path
