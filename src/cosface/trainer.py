@@ -87,6 +87,12 @@ class Trainer:
         source, self.validator = split_validation(open_source(cfg.data.path), cfg.data, cfg.train.seed)
         self.class_names = list(source.class_names)
         num_classes = len(self.class_names)
+        if num_classes < 2:
+            # One class: the softmax has nothing to tell apart, the loss is 0 from the first step and nothing is learnt.
+            held = (f" left after holding out {len(self.validator.classes)} (data.val_identities)"
+                    if self.validator.enabled else "")
+            raise CosfaceError(f"{cfg.data.path} has {num_classes} training class{held} ({', '.join(self.class_names)}); "
+                               f"a margin loss needs at least 2 classes (identities) to learn from")
         if cfg.data.num_classes and cfg.data.num_classes != num_classes:
             raise CosfaceError(f"data.num_classes = {cfg.data.num_classes} but {cfg.data.path} has {num_classes} classes")
         ckpt = self._find_resume(resume)

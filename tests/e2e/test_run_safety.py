@@ -2,6 +2,7 @@
 open are reported like unreadable images; files follow the umask and leave no temporary files."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -172,3 +173,13 @@ def test_a_write_error_masked_by_another_exception_still_names_the_os_reason(tmp
     with pytest.raises(CosfaceError, match=r"cannot write checkpoint .*c.pt: File too large$"):
         atomic_write(tmp_path / "c.pt", masked, "checkpoint")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_one_training_class_is_one_clear_error(image_folder, tmp_path):
+    one = tmp_path / "one"
+    shutil.copytree(image_folder / "c00", one / "c00")
+    with pytest.raises(CosfaceError, match=r"has 1 training class \(c00\); a margin loss needs at least 2 classes"):
+        train(tiny_config(one, "train.batch_size=4"), tmp_path / "run1", progress=False)
+    with pytest.raises(CosfaceError, match=r"has 1 training class left after holding out 3 \(data.val_identities\)"):
+        train(tiny_config(image_folder, "data.val_identities=3"), tmp_path / "run2", progress=False)
+    assert not (tmp_path / "run1" / "checkpoints").exists()
