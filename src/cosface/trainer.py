@@ -311,7 +311,7 @@ class Trainer:
             self._log({"type": "checkpoint", "epoch": epoch, "global_step": self.global_step, "path": str(path)})
             if best := self.best.offer(payload, path):
                 self._log({"type": "best", "global_step": self.global_step, **best})
-            self._prune()
+            self._prune(path)
         self.rt.barrier()
 
     def _validate(self, epoch: int) -> dict | None:
@@ -369,10 +369,14 @@ class Trainer:
                 "verify_threshold": best_threshold(report.scores, report.issame),
                 "far_thresholds": thresholds_at_fars(report.scores, report.issame)}   # same similarity; None: not measurable
 
-    def _prune(self) -> None:
+    def _prune(self, saved: Path) -> None:
+        """Keep the `keep_last` newest saves up to `saved`. Files that sort after it (left by an earlier run
+        that was resumed from an older checkpoint, or a broken one --resume auto skipped) are not counted:
+        they must not push out the save just written."""
         keep = self.cfg.checkpoint.keep_last
         if keep:
-            for old in list_checkpoints(self.ckpt_dir)[:-keep]:
+            ours = list_checkpoints(self.ckpt_dir)
+            for old in ours[:ours.index(saved) + 1][:-keep]:
                 old.unlink(missing_ok=True)
 
     def _find_resume(self, resume: str | None) -> dict | None:

@@ -183,3 +183,15 @@ def test_one_training_class_is_one_clear_error(image_folder, tmp_path):
     with pytest.raises(CosfaceError, match=r"has 1 training class left after holding out 3 \(data.val_identities\)"):
         train(tiny_config(image_folder, "data.val_identities=3"), tmp_path / "run2", progress=False)
     assert not (tmp_path / "run1" / "checkpoints").exists()
+
+
+def test_keep_last_never_deletes_the_save_just_written(image_folder, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(image_folder, "checkpoint.save_every_steps=1", "checkpoint.keep_last=1"), out, progress=False)
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["epoch_001.pt"]
+    # A newer file the resume skipped (broken): it sorts after every save of the resumed run.
+    (out / "checkpoints" / "epoch_003.pt").write_bytes(b"PK\x03\x04 truncated")
+    result = train(tiny_config(image_folder, "train.epochs=2", "checkpoint.keep_last=1"), out, resume="auto",
+                   progress=False)
+    assert result.last_checkpoint.exists() and all_finite(result.last_checkpoint)
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["epoch_002.pt", "epoch_003.pt"]
