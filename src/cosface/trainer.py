@@ -308,7 +308,9 @@ class Trainer:
             }
             atomic_save(payload, path)
             self.last_checkpoint = path
-            self._log({"type": "checkpoint", "epoch": epoch, "global_step": self.global_step, "path": str(path)})
+            # Numbered like the step records and the file name: a save inside epoch N says N, not N - 1.
+            self._log({"type": "checkpoint", "epoch": epoch if epoch_samples == 0 else epoch + 1,
+                       "global_step": self.global_step, "path": str(path)})
             if best := self.best.offer(payload, path):
                 self._log({"type": "best", "global_step": self.global_step, **best})
             self._prune(path)

@@ -85,6 +85,8 @@ def test_a_run_killed_after_its_mid_epoch_save_logs_each_step_once_after_resumin
     assert [r["global_step"] for r in steps] == list(range(1, 13))
     assert [r["loss"] for r in steps] == [r["loss"] for r in records(full, "step")]
     assert [r["epoch"] for r in records(cut, "epoch")] == [1, 2]
+    saves = [(r["epoch"], r["global_step"]) for r in records(cut, "checkpoint")]
+    assert saves == [(1, 4), (1, 6), (2, 8), (2, 12)]      # a save inside epoch 2 is numbered 2, as its file
 
 
 def test_the_epoch_loss_of_a_resumed_epoch_covers_the_steps_before_the_save(image_folder, tmp_path):
