@@ -77,6 +77,11 @@ def test_overwrite_moves_the_old_run_aside(image_folder, tmp_path):
     assert (aside[0] / "checkpoints" / "epoch_001.pt").is_file()
     steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"step"' in x]
     assert [s["global_step"] for s in steps] == [1, 2, 3]    # a fresh log, not appended
+    # The Python API can start over too (its error names --overwrite).
+    import cosface
+
+    cosface.train(tiny_config(image_folder), out=out, overwrite=True)
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]) == 2
 
 
 HOLD = """
