@@ -191,7 +191,7 @@ class Trainer:
         loader.sampler.set_epoch(epoch, start_step)
         self.model.train()
         self.head.train()
-        self.finetune.begin_epoch(epoch, self.backbone, self.optimizer)
+        self.finetune.begin_epoch(epoch, self.backbone, self.optimizer, start_step)
         loss_sum = torch.zeros((), device=rt.device)       # accumulated on device: no sync per step
         window_sum = torch.zeros((), device=rt.device)
         window_steps, epoch_steps = 0, 0

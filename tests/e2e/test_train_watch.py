@@ -141,6 +141,24 @@ def test_init_from_starts_a_new_head_and_keeps_the_frozen_backbone(tmp_path, cap
               tmp_path / "c", progress=False)
 
 
+def test_a_run_resumed_inside_its_thaw_epoch_keeps_the_momentum_gathered_since_thawing(tmp_path):
+    data = write_image_folder(tmp_path / "data", classes=4, per_class=6, size=64)
+    first = train(tiny(data, "train.epochs=1", "model.input_size=32"), tmp_path / "a", progress=False)
+    cfg = tiny(data, "train.epochs=2", "model.input_size=32", "train.batch_size=4", "checkpoint.save_every_steps=4",
+               f"finetune.init_from='{first.last_checkpoint}'", "finetune.freeze_backbone_epochs=1")
+    full = tmp_path / "full"
+    train(cfg, full, progress=False)
+    # Stopped after the save at step 8, two steps into epoch 2 (the first thawed one).
+    cut = tmp_path / "cut"
+    (cut / "checkpoints").mkdir(parents=True)
+    shutil.copy(full / "checkpoints" / "epoch_002_step_00000008.pt", cut / "checkpoints")
+    a = load_checkpoint(full / "checkpoints" / "epoch_002.pt")
+    b = load_checkpoint(train(cfg, cut, resume="auto", progress=False).last_checkpoint)
+    for part in ("backbone", "head"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after resume"
+
+
 def test_python_api_trains_the_demo_and_evaluates(tmp_path):
     from cosface.data.synthetic import generate
 
