@@ -33,13 +33,15 @@ def load_config(path: str | os.PathLike | None = None, overrides: dict | list | 
 
 def train(config_or_path: Config | str | os.PathLike | None = None, *, data: str | os.PathLike | None = None,
           out: str | os.PathLike | None = None, overrides: dict | list | None = None, lfw: str | os.PathLike | None = None,
-          init_from: str | os.PathLike | None = None, resume: str | None = None, progress: bool = False):
+          init_from: str | os.PathLike | None = None, resume: str | None = None, progress: bool = False,
+          overwrite: bool = False):
     """Train and return a `TrainResult` (run directory, last and best checkpoint, final figures).
 
     config_or_path: a Config, a TOML path or a preset name ("demo"), or None for the defaults.
     data / lfw / init_from: set data.path / eval.lfw / finetune.init_from, as --data / --lfw / --init-from do.
     out: the run directory (default runs/<config name>). overrides: as in `load_config`.
     resume: None (a new run), "auto" (the newest checkpoint in `out`) or a checkpoint path.
+    overwrite: start a new run in an `out` that holds one, moving the old run aside (as --overwrite).
     """
     from cosface.trainer import train as _train
 
@@ -52,7 +54,8 @@ def train(config_or_path: Config | str | os.PathLike | None = None, *, data: str
         name = Path(config_or_path).stem if config_or_path is not None else "default"
     paths = {"data.path": data, "eval.lfw": lfw, "finetune.init_from": init_from}
     cfg = cfg.replace(**{k: os.fspath(v) for k, v in paths.items() if v is not None})
-    return _train(cfg, Path(out) if out is not None else Path("runs") / name, resume=resume, progress=progress)
+    return _train(cfg, Path(out) if out is not None else Path("runs") / name, resume=resume, progress=progress,
+                  overwrite=overwrite)
 
 
 def _with_list(cfg: Config, overrides) -> Config:

@@ -89,8 +89,10 @@ class FineTune:
                                    "lr_scale": self.cfg.backbone_lr_scale if part else 1.0})
         return type(optimizer)(groups, **optimizer.defaults)
 
-    def begin_epoch(self, epoch: int, backbone: torch.nn.Module, optimizer: torch.optim.Optimizer) -> None:
-        """Freeze (epoch is 0-based) or thaw the backbone for this epoch; call after model.train()."""
+    def begin_epoch(self, epoch: int, backbone: torch.nn.Module, optimizer: torch.optim.Optimizer,
+                    start_step: int = 0) -> None:
+        """Freeze (epoch is 0-based) or thaw the backbone for this epoch; call after model.train().
+        `start_step` > 0: a run resumed inside the epoch, whose momentum since thawing came with the checkpoint."""
         frozen = epoch < self.cfg.freeze_backbone_epochs
         groups = [g for g in optimizer.param_groups if g["backbone"]]
         for g in groups:
@@ -99,7 +101,8 @@ class FineTune:
             for m in backbone.modules():
                 if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
                     m.eval()
-        elif self.cfg.freeze_backbone_epochs and not self.thawed and epoch == self.cfg.freeze_backbone_epochs:
+        elif (self.cfg.freeze_backbone_epochs and not self.thawed and epoch == self.cfg.freeze_backbone_epochs
+              and start_step == 0):
             for g in groups:
                 for p in g["params"]:
                     optimizer.state.pop(p, None)

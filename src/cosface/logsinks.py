@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from cosface.fsio import append_text
+from cosface.fsio import append_text, read_text, write_text
 from cosface.optional import check, require
 
 TB_DIR = "tb"
@@ -18,8 +18,27 @@ _NOT_SCALARS = {"type", "epoch", "step", "global_step"}
 
 
 class JsonLinesSink:
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, resume_step: int | None = None):
         self.path = path
+        self.dropped = 0
+        if resume_step is not None and path.exists():
+            self._cut(resume_step)
+
+    def _cut(self, resume_step: int) -> None:
+        """Drop the records of steps after `resume_step`: the resumed run trains (and logs) them again, and
+        the killed run's half line if it left one."""
+        kept = []
+        lines = read_text(self.path, "metrics log").splitlines(keepends=True)
+        for line in lines:
+            try:
+                record = json.loads(line) if line.endswith("\n") else None
+            except ValueError:
+                record = None
+            if isinstance(record, dict) and record.get("global_step", 0) <= resume_step:
+                kept.append(line)
+        self.dropped = len(lines) - len(kept)
+        if self.dropped:
+            write_text(self.path, "".join(kept), "metrics log")
 
     def write(self, record: dict) -> None:
         append_text(self.path, json.dumps(record) + "\n", "metrics log")   # a failed write leaves no half line
@@ -29,10 +48,12 @@ class JsonLinesSink:
 
 
 class TensorBoardSink:
-    def __init__(self, log_dir: Path):
+    def __init__(self, log_dir: Path, resume_step: int | None = None):
         require("tensorboard", purpose="log.tensorboard = true")
         tb = require("torch.utils.tensorboard", "tensorboard", purpose="log.tensorboard = true")
-        self.writer = tb.SummaryWriter(log_dir=str(log_dir))
+        # purge_step hides the events a killed run wrote after the resumed checkpoint from TensorBoard's readers.
+        purge = None if resume_step is None else resume_step + 1
+        self.writer = tb.SummaryWriter(log_dir=str(log_dir), purge_step=purge)
 
     def write(self, record: dict) -> None:
         if "global_step" not in record:
@@ -68,15 +89,19 @@ def check_extras(log_cfg) -> None:
 
 class MetricsLog:
     """Fans a record out to the run's sinks. Built on every rank (so a missing extra fails everywhere at
-    start), writing only on the main one."""
+    start), writing only on the main one. `resume_step`: the global step a resumed run continues from (0 for
+    `--resume auto` that starts afresh); what the logs hold beyond it is dropped, so no step is logged twice."""
 
-    def __init__(self, out_dir: Path, log_cfg, is_main: bool):
+    def __init__(self, out_dir: Path, log_cfg, is_main: bool, resume_step: int | None = None):
         check_extras(log_cfg)
         self.sinks: list = []
+        self.dropped = 0     # metrics.jsonl lines dropped on resuming
         if is_main:
-            self.sinks.append(JsonLinesSink(Path(out_dir) / "metrics.jsonl"))
+            jsonl = JsonLinesSink(Path(out_dir) / "metrics.jsonl", resume_step)
+            self.dropped = jsonl.dropped
+            self.sinks.append(jsonl)
             if log_cfg.tensorboard:
-                self.sinks.append(TensorBoardSink(Path(out_dir) / TB_DIR))
+                self.sinks.append(TensorBoardSink(Path(out_dir) / TB_DIR, resume_step))
 
     def write(self, record: dict) -> None:
         for sink in self.sinks:

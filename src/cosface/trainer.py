@@ -87,6 +87,12 @@ class Trainer:
         source, self.validator = split_validation(open_source(cfg.data.path), cfg.data, cfg.train.seed)
         self.class_names = list(source.class_names)
         num_classes = len(self.class_names)
+        if num_classes < 2:
+            # One class: the softmax has nothing to tell apart, the loss is 0 from the first step and nothing is learnt.
+            held = (f" left after holding out {len(self.validator.classes)} (data.val_identities)"
+                    if self.validator.enabled else "")
+            raise CosfaceError(f"{cfg.data.path} has {num_classes} training class{held} ({', '.join(self.class_names)}); "
+                               f"a margin loss needs at least 2 classes (identities) to learn from")
         if cfg.data.num_classes and cfg.data.num_classes != num_classes:
             raise CosfaceError(f"data.num_classes = {cfg.data.num_classes} but {cfg.data.path} has {num_classes} classes")
         ckpt = self._find_resume(resume)
@@ -100,9 +106,17 @@ class Trainer:
             write_text(self.out / "classes.txt", "".join(f"{n}\n" for n in self.class_names), "class list")
             self.validator.write(self.out)
         rt.barrier()
-        self.logs = MetricsLog(self.out, cfg.log, rt.is_main)
+        # What a killed run logged after its checkpoint is trained and logged again: drop it, not twice.
+        resume_step = ckpt["global_step"] if ckpt is not None else (0 if resume is not None else None)
+        self.logs = MetricsLog(self.out, cfg.log, rt.is_main, resume_step)
+        if self.logs.dropped:
+            self._say(f"{self.out / 'metrics.jsonl'}: dropped {self.logs.dropped} record(s) logged after global step "
+                      f"{resume_step}, the checkpoint's; those steps are trained again")
         self._report_bad(getattr(source, "skipped", []))   # records a packed source could not open
         self.best = BestCheckpoint(self.ckpt_dir, cfg.checkpoint.select, resuming=ckpt is not None)
+        # A run killed between writing a save and copying it to best.pt: the save is offered again.
+        if ckpt is not None and rt.is_main and (best := self.best.offer(ckpt, self.resumed_from)):
+            self._log({"type": "best", "global_step": ckpt["global_step"], **best})
         for note in data_warnings(source.labels, self.class_names) + self.validator.notes(cfg.data, num_classes):
             self._say(note)
 
@@ -128,6 +142,7 @@ class Trainer:
         self.divergence = DivergenceWatch(self.base_lr)
 
         start_epoch, start_step, self.global_step = 0, 0, 0
+        self.resumed_loss = None     # the epoch's losses before a mid-epoch save, so its mean covers the whole epoch
         if ckpt is not None:
             restore_training_state(ckpt, backbone, head, self.optimizer)
             set_rng_state(ckpt["rng"])
@@ -136,6 +151,7 @@ class Trainer:
             # Position inside the epoch is kept in images, so a different world size resumes at the
             # same place in the same order.
             start_step = ckpt["epoch_samples"] // plan.global_batch
+            self.resumed_loss = ckpt.get("epoch_loss")
             if ckpt["epoch_samples"] % plan.global_batch:
                 self._say(f"note: the saved position ({ckpt['epoch_samples']} images into epoch {start_epoch + 1}) is not a "
                           f"multiple of the new global batch {plan.global_batch}; resuming at step {start_step}")
@@ -175,10 +191,16 @@ class Trainer:
         loader.sampler.set_epoch(epoch, start_step)
         self.model.train()
         self.head.train()
-        self.finetune.begin_epoch(epoch, self.backbone, self.optimizer)
+        self.finetune.begin_epoch(epoch, self.backbone, self.optimizer, start_step)
         loss_sum = torch.zeros((), device=rt.device)       # accumulated on device: no sync per step
         window_sum = torch.zeros((), device=rt.device)
         window_steps, epoch_steps = 0, 0
+        steps_before, carried_steps = 0, 0   # from a mid-epoch checkpoint: steps in loss_sum, and in window_sum
+        if start_step and self.resumed_loss is not None:
+            loss_sum += self.resumed_loss["loss_sum"].to(rt.device)
+            window_sum += self.resumed_loss["window_sum"].to(rt.device)
+            steps_before, carried_steps = self.resumed_loss["steps"], self.resumed_loss["window_steps"]
+        self.resumed_loss = None
         t_epoch = t_window = time.perf_counter()
         bar = self._bar(total=plan.steps_per_epoch - start_step, desc=f"epoch {epoch + 1}/{cfg.train.epochs}")
         micro = 0
@@ -202,7 +224,7 @@ class Trainer:
             if bar is not None:
                 bar.update(1)
             if self.global_step % cfg.train.log_every == 0 or start_step + epoch_steps == plan.steps_per_epoch:
-                mean_loss = self._checked_mean(window_sum, window_steps, epoch)
+                mean_loss = self._checked_mean(window_sum, window_steps + carried_steps, epoch)
                 now = time.perf_counter()
                 self._log({"type": "step", "epoch": epoch + 1, "step": start_step + epoch_steps,
                            "global_step": self.global_step, "loss": mean_loss, "lr": lr,
@@ -211,15 +233,17 @@ class Trainer:
                     bar.set_postfix(loss=f"{mean_loss:.3f}", lr=f"{lr:.4g}")
                 loss_sum += window_sum
                 window_sum.zero_()
-                window_steps, t_window = 0, now
+                window_steps, carried_steps, t_window = 0, 0, now
             every = cfg.checkpoint.save_every_steps
             if every and self.global_step % every == 0 and start_step + epoch_steps < plan.steps_per_epoch:
+                epoch_loss = {"loss_sum": loss_sum.cpu(), "window_sum": rt.all_reduce_mean(window_sum).cpu(),
+                              "window_steps": window_steps + carried_steps, "steps": steps_before + epoch_steps}
                 self._save(epoch=epoch, epoch_samples=(start_step + epoch_steps) * plan.global_batch,
-                           eval_due=False, unchecked_loss=window_sum)
+                           eval_due=False, unchecked_loss=window_sum, epoch_loss=epoch_loss)
         if bar is not None:
             bar.close()
         elapsed = time.perf_counter() - t_epoch
-        mean_loss = float(loss_sum) / max(epoch_steps, 1)
+        mean_loss = float(loss_sum) / max(steps_before + epoch_steps, 1)
         ips = epoch_steps * plan.global_batch / elapsed
         ms = 1000 * elapsed / max(epoch_steps, 1)
         self._say(f"epoch {epoch + 1}/{cfg.train.epochs}: epoch time {elapsed / 60:.3f} min, per step time {ms:.3f} ms, "
@@ -266,7 +290,8 @@ class Trainer:
         on_cadence = epochs_done >= c.save_start_epoch and (epochs_done - c.save_start_epoch) % c.save_every_epochs == 0
         return on_cadence or epochs_done == self.cfg.train.epochs
 
-    def _save(self, epoch: int, epoch_samples: int, eval_due: bool, unchecked_loss: torch.Tensor | None = None) -> None:
+    def _save(self, epoch: int, epoch_samples: int, eval_due: bool, unchecked_loss: torch.Tensor | None = None,
+              epoch_loss: dict | None = None) -> None:
         state = training_state(self.backbone, self.head, self.optimizer)  # collective: all ranks
         self._check_finite(state, unchecked_loss, epoch if epoch_samples == 0 else epoch + 1)
         evaluation = self._evaluate(epoch) if eval_due else None
@@ -279,14 +304,16 @@ class Trainer:
                 "config": portable_config(self.cfg.to_dict()), "num_classes": len(self.class_names), "class_names": self.class_names,
                 "preprocessing": self.prep.to_dict(), "epoch": epoch, "epoch_samples": epoch_samples,
                 "global_step": self.global_step, "world_size": self.rt.world_size, "rng": rng_state(),
-                "evaluation": evaluation, "validation": validation, **state,
+                "evaluation": evaluation, "validation": validation, "epoch_loss": epoch_loss, **state,
             }
             atomic_save(payload, path)
             self.last_checkpoint = path
-            self._log({"type": "checkpoint", "epoch": epoch, "global_step": self.global_step, "path": str(path)})
+            # Numbered like the step records and the file name: a save inside epoch N says N, not N - 1.
+            self._log({"type": "checkpoint", "epoch": epoch if epoch_samples == 0 else epoch + 1,
+                       "global_step": self.global_step, "path": str(path)})
             if best := self.best.offer(payload, path):
                 self._log({"type": "best", "global_step": self.global_step, **best})
-            self._prune()
+            self._prune(path)
         self.rt.barrier()
 
     def _validate(self, epoch: int) -> dict | None:
@@ -344,10 +371,14 @@ class Trainer:
                 "verify_threshold": best_threshold(report.scores, report.issame),
                 "far_thresholds": thresholds_at_fars(report.scores, report.issame)}   # same similarity; None: not measurable
 
-    def _prune(self) -> None:
+    def _prune(self, saved: Path) -> None:
+        """Keep the `keep_last` newest saves up to `saved`. Files that sort after it (left by an earlier run
+        that was resumed from an older checkpoint, or a broken one --resume auto skipped) are not counted:
+        they must not push out the save just written."""
         keep = self.cfg.checkpoint.keep_last
         if keep:
-            for old in list_checkpoints(self.ckpt_dir)[:-keep]:
+            ours = list_checkpoints(self.ckpt_dir)
+            for old in ours[:ours.index(saved) + 1][:-keep]:
                 old.unlink(missing_ok=True)
 
     def _find_resume(self, resume: str | None) -> dict | None:

@@ -2,6 +2,7 @@
 open are reported like unreadable images; files follow the umask and leave no temporary files."""
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,6 +77,11 @@ def test_overwrite_moves_the_old_run_aside(image_folder, tmp_path):
     assert (aside[0] / "checkpoints" / "epoch_001.pt").is_file()
     steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"step"' in x]
     assert [s["global_step"] for s in steps] == [1, 2, 3]    # a fresh log, not appended
+    # The Python API can start over too (its error names --overwrite).
+    import cosface
+
+    cosface.train(tiny_config(image_folder), out=out, overwrite=True)
+    assert len([p for p in tmp_path.iterdir() if p.name.startswith("run.old-")]) == 2
 
 
 HOLD = """
@@ -172,3 +178,25 @@ def test_a_write_error_masked_by_another_exception_still_names_the_os_reason(tmp
     with pytest.raises(CosfaceError, match=r"cannot write checkpoint .*c.pt: File too large$"):
         atomic_write(tmp_path / "c.pt", masked, "checkpoint")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_one_training_class_is_one_clear_error(image_folder, tmp_path):
+    one = tmp_path / "one"
+    shutil.copytree(image_folder / "c00", one / "c00")
+    with pytest.raises(CosfaceError, match=r"has 1 training class \(c00\); a margin loss needs at least 2 classes"):
+        train(tiny_config(one, "train.batch_size=4"), tmp_path / "run1", progress=False)
+    with pytest.raises(CosfaceError, match=r"has 1 training class left after holding out 3 \(data.val_identities\)"):
+        train(tiny_config(image_folder, "data.val_identities=3"), tmp_path / "run2", progress=False)
+    assert not (tmp_path / "run1" / "checkpoints").exists()
+
+
+def test_keep_last_never_deletes_the_save_just_written(image_folder, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(image_folder, "checkpoint.save_every_steps=1", "checkpoint.keep_last=1"), out, progress=False)
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["epoch_001.pt"]
+    # A newer file the resume skipped (broken): it sorts after every save of the resumed run.
+    (out / "checkpoints" / "epoch_003.pt").write_bytes(b"PK\x03\x04 truncated")
+    result = train(tiny_config(image_folder, "train.epochs=2", "checkpoint.keep_last=1"), out, resume="auto",
+                   progress=False)
+    assert result.last_checkpoint.exists() and all_finite(result.last_checkpoint)
+    assert [p.name for p in list_checkpoints(out / "checkpoints")] == ["epoch_002.pt", "epoch_003.pt"]

@@ -65,6 +65,45 @@ def test_resume_from_mid_epoch_save_is_bit_identical(image_folder, tmp_path):
     assert lrs == [pytest.approx(0.01)] * 4
 
 
+def records(out, kind=None):
+    found = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    return [r for r in found if kind is None or r["type"] == kind]
+
+
+def test_a_run_killed_after_its_mid_epoch_save_logs_each_step_once_after_resuming(image_folder, tmp_path):
+    cfg = tiny_config(image_folder, "checkpoint.save_every_steps=4", "model.input_size=32")
+    full = tmp_path / "full"
+    train(cfg, full, progress=False)
+    # Killed after logging step 10; its last checkpoint is the step-8 save.
+    cut = tmp_path / "cut"
+    (cut / "checkpoints").mkdir(parents=True)
+    shutil.copy(full / "checkpoints" / "epoch_002_step_00000008.pt", cut / "checkpoints")
+    logged = [x for x in (full / "metrics.jsonl").read_text().splitlines(keepends=True) if json.loads(x)["global_step"] <= 10]
+    (cut / "metrics.jsonl").write_text("".join(logged))
+    train(cfg, cut, resume="auto", progress=False)
+    steps = records(cut, "step")
+    assert [r["global_step"] for r in steps] == list(range(1, 13))
+    assert [r["loss"] for r in steps] == [r["loss"] for r in records(full, "step")]
+    assert [r["epoch"] for r in records(cut, "epoch")] == [1, 2]
+    saves = [(r["epoch"], r["global_step"]) for r in records(cut, "checkpoint")]
+    assert saves == [(1, 4), (1, 6), (2, 8), (2, 12)]      # a save inside epoch 2 is numbered 2, as its file
+
+
+def test_the_epoch_loss_of_a_resumed_epoch_covers_the_steps_before_the_save(image_folder, tmp_path):
+    # Logged every 3 steps and saved every 4: the save falls inside a logging window too.
+    cfg = tiny_config(image_folder, "checkpoint.save_every_steps=4", "model.input_size=32", "train.log_every=3")
+    full = tmp_path / "full"
+    expected = train(cfg, full, progress=False).final_loss
+    cut = tmp_path / "cut"
+    (cut / "checkpoints").mkdir(parents=True)
+    shutil.copy(full / "checkpoints" / "epoch_002_step_00000008.pt", cut / "checkpoints")
+    logged = [x for x in (full / "metrics.jsonl").read_text().splitlines(keepends=True) if json.loads(x)["global_step"] <= 8]
+    (cut / "metrics.jsonl").write_text("".join(logged))
+    assert train(cfg, cut, resume="auto", progress=False).final_loss == expected
+    for kind in ("step", "epoch"):
+        assert [(r["global_step"], r["loss"]) for r in records(cut, kind)] == [(r["global_step"], r["loss"]) for r in records(full, kind)]
+
+
 def test_resume_rejects_a_checkpoint_that_does_not_fit(image_folder, tmp_path):
     out = tmp_path / "run"
     result = train(tiny_config(image_folder, "train.epochs=1"), out, progress=False)

@@ -98,6 +98,25 @@ def test_best_follows_validation_across_a_resume_and_tensorboard_holds_the_metri
         train(cfg.replace(**{"data.val_pairs": 100, "optim.lr": 0.02}), cut, resume="auto", progress=False)
 
 
+def test_a_save_not_yet_copied_to_best_is_offered_again_on_resuming(tmp_path, monkeypatch):
+    data = write_image_folder(tmp_path / "data", classes=6, per_class=4, size=64)
+    cfg = tiny(data, "train.epochs=2", "data.val_identities=2", "checkpoint.select='val'", "model.input_size=32")
+    force_accuracy(monkeypatch, {1: 0.9, 2: 0.7})
+    out = tmp_path / "run"
+    train(cfg, out, progress=False)
+    # Killed after writing epoch_001.pt, before copying it to best.pt (the first best.pt of the run).
+    cut = tmp_path / "cut"
+    (cut / "checkpoints").mkdir(parents=True)
+    shutil.copy(out / "checkpoints" / "epoch_001.pt", cut / "checkpoints")
+    shutil.copy(out / "val_identities.txt", cut)
+    force_accuracy(monkeypatch, {2: 0.7}).offset = 1
+    resumed = train(cfg, cut, resume="auto", progress=False)
+    best = load_checkpoint(resumed.best_checkpoint)["best"]
+    assert (best["epoch"], best["copy_of"], best["value"]) == (1, "epoch_001.pt", pytest.approx(0.9))
+    records = [json.loads(x) for x in (cut / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records if r["type"] == "best"] == [1]
+
+
 def test_init_from_starts_a_new_head_and_keeps_the_frozen_backbone(tmp_path, capsys):
     data = write_image_folder(tmp_path / "data", classes=4, per_class=4)
     first = train(tiny(data, "train.epochs=1"), tmp_path / "a", progress=False)
@@ -120,6 +139,24 @@ def test_init_from_starts_a_new_head_and_keeps_the_frozen_backbone(tmp_path, cap
     with pytest.raises(CosfaceError, match="model.embedding_size is 128 there, 64 here"):
         train(tiny(other, "model.embedding_size=64", f"finetune.init_from='{first.last_checkpoint}'"),
               tmp_path / "c", progress=False)
+
+
+def test_a_run_resumed_inside_its_thaw_epoch_keeps_the_momentum_gathered_since_thawing(tmp_path):
+    data = write_image_folder(tmp_path / "data", classes=4, per_class=6, size=64)
+    first = train(tiny(data, "train.epochs=1", "model.input_size=32"), tmp_path / "a", progress=False)
+    cfg = tiny(data, "train.epochs=2", "model.input_size=32", "train.batch_size=4", "checkpoint.save_every_steps=4",
+               f"finetune.init_from='{first.last_checkpoint}'", "finetune.freeze_backbone_epochs=1")
+    full = tmp_path / "full"
+    train(cfg, full, progress=False)
+    # Stopped after the save at step 8, two steps into epoch 2 (the first thawed one).
+    cut = tmp_path / "cut"
+    (cut / "checkpoints").mkdir(parents=True)
+    shutil.copy(full / "checkpoints" / "epoch_002_step_00000008.pt", cut / "checkpoints")
+    a = load_checkpoint(full / "checkpoints" / "epoch_002.pt")
+    b = load_checkpoint(train(cfg, cut, resume="auto", progress=False).last_checkpoint)
+    for part in ("backbone", "head"):
+        for k in a[part]:
+            assert torch.equal(a[part][k], b[part][k]), f"{part}.{k} differs after resume"
 
 
 def test_python_api_trains_the_demo_and_evaluates(tmp_path):

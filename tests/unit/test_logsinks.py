@@ -50,3 +50,32 @@ def test_missing_extra_is_named(tmp_path, monkeypatch):
     with pytest.raises(CosfaceError, match=r"log.tensorboard = true.*pip install 'cosface\[tensorboard\]'"):
         MetricsLog(tmp_path, LogConfig(tensorboard=True), is_main=False)
     MetricsLog(tmp_path, LogConfig(tensorboard=False), is_main=True)   # off: no need for the extra
+
+
+def test_resuming_drops_what_a_killed_run_logged_after_the_checkpoint(tmp_path):
+    def step(s):
+        return {"type": "step", "epoch": 1, "step": s, "global_step": s, "loss": 20.0 - s}
+
+    log = MetricsLog(tmp_path, LogConfig(tensorboard=True), is_main=True)
+    for s in (1, 2, 3, 4, 5):
+        log.write(step(s))
+    log.write({"type": "unreadable", "files": ["x.jpg"], "total": 1})
+    log.close()
+    with open(tmp_path / "metrics.jsonl", "a") as f:
+        f.write('{"type": "step", "glo')            # killed in the middle of a line
+    # The checkpoint it resumes from was saved at step 3: steps 4 and 5 are trained and logged again.
+    log = MetricsLog(tmp_path, LogConfig(tensorboard=True), is_main=True, resume_step=3)
+    assert log.dropped == 3
+    for s in (4, 5):
+        log.write({**step(s), "loss": 30.0 - s})
+    log.close()
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r.get("global_step") for r in records] == [1, 2, 3, None, 4, 5]
+    assert read_events(tmp_path / "tb")["step/loss"] == [(1, 19.0), (2, 18.0), (3, 17.0), (4, 26.0), (5, 25.0)]
+
+
+def test_a_fresh_start_of_resume_auto_keeps_no_step_of_the_earlier_attempt(tmp_path):
+    log = MetricsLog(tmp_path, LogConfig(), is_main=True)
+    log.write({"type": "step", "global_step": 1, "loss": 1.0})
+    log = MetricsLog(tmp_path, LogConfig(), is_main=True, resume_step=0)
+    assert (tmp_path / "metrics.jsonl").read_text() == "" and log.dropped == 1

@@ -69,3 +69,43 @@ def test_a_killed_worker_is_a_clear_error(source):
     finally:
         ring.close()
     assert ring._procs == []
+
+
+def _alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"    # a zombie nobody reaps has ended
+    except FileNotFoundError:
+        return False
+
+
+@pytest.mark.skipif(not os.path.isdir("/proc"), reason="reads /proc")
+def test_workers_end_when_the_trainer_is_killed(image_folder, tmp_path):
+    import subprocess
+    import sys
+    import time
+
+    pids = tmp_path / "pids"
+    code = f"""
+import os, signal
+from cosface.data.dataset import Plan, make_loader
+from cosface.data.sources import ImageFolderSource
+src = ImageFolderSource({str(image_folder)!r})
+ring = make_loader(src, Plan(len(src), batch_size=4), rank=0, seed=0, flip=False, image_size=32, workers=2)
+ring.sampler.set_epoch(0)
+next(iter(ring))
+open({str(pids)!r}, "w").write(" ".join(str(p.pid) for p in ring._procs))
+os.kill(os.getpid(), signal.SIGKILL)
+"""
+    # Output to a file: a surviving worker would hold a pipe open, and reading it would never end.
+    with open(tmp_path / "stderr", "wb") as err:
+        proc = subprocess.run([sys.executable, "-c", code], stdout=subprocess.DEVNULL, stderr=err, timeout=60)
+    assert proc.returncode == -signal.SIGKILL, (tmp_path / "stderr").read_text()
+    workers = [int(p) for p in pids.read_text().split()]
+    deadline = time.monotonic() + 10
+    while any(_alive(p) for p in workers) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    left = [p for p in workers if _alive(p)]
+    for p in left:
+        os.kill(p, signal.SIGKILL)
+    assert not left, "loader workers outlived the killed trainer"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import multiprocessing.connection as mpc
+import os
 import traceback
 import weakref
 from typing import Any
@@ -32,15 +33,25 @@ from cosface.preprocess import MAX_PIXELS
 
 # How long the trainer waits on its workers before checking whether one of them died.
 _POLL_S = 5.0
+# How often an idle worker checks that the trainer is still alive.
+_PARENT_CHECK_S = 1.0
 
 
-def _worker_loop(conn, source, image_size: int, images, labels, flips, max_pixels: int = MAX_PIXELS) -> None:
-    """One worker: receive (seq, slot, indices, flips), decode into the slot, answer (seq, slot, bad)."""
+def _worker_loop(conn, source, image_size: int, images, labels, flips, max_pixels: int = MAX_PIXELS,
+                 parent_pid: int | None = None) -> None:
+    """One worker: receive (seq, slot, indices, flips), decode into the slot, answer (seq, slot, bad).
+
+    It ends when the trainer dies without closing it (SIGTERM, kill -9). The pipe cannot tell: a forked
+    worker inherits the trainer's end of its own pipe (and of earlier workers' pipes), so it never reads
+    EOF; it would wait forever, keeping its memory and the trainer's stdout (`| tee log` never ends)."""
     torch.set_num_threads(1)
     images_np, labels_np, flips_np = images.numpy(), labels.numpy(), flips.numpy()
     all_labels = np.asarray(source.labels, dtype=np.int64)
     while True:
         try:
+            while not conn.poll(_PARENT_CHECK_S):
+                if parent_pid is not None and os.getppid() != parent_pid:
+                    return
             task = conn.recv()
         except (EOFError, KeyboardInterrupt):
             return
@@ -99,7 +110,7 @@ class RingLoader:
             parent, child = self._ctx.Pipe(duplex=True)
             p = self._ctx.Process(target=_worker_loop, name=f"cosface-loader-{k}", daemon=True,
                                   args=(child, self.source, self.image_size, self._images, self._labels, self._flips,
-                                        self.max_pixels))
+                                        self.max_pixels, os.getpid()))
             p.start()
             child.close()
             self._procs.append(p)
