@@ -115,7 +115,8 @@ class Trainer:
         self._report_bad(getattr(source, "skipped", []))   # records a packed source could not open
         self.best = BestCheckpoint(self.ckpt_dir, cfg.checkpoint.select, resuming=ckpt is not None)
         # A run killed between writing a save and copying it to best.pt: the save is offered again.
-        if ckpt is not None and rt.is_main and (best := self.best.offer(ckpt, self.resumed_from)):
+        if (ckpt is not None and self.resumed_from is not None and rt.is_main
+                and (best := self.best.offer(ckpt, self.resumed_from))):
             self._log({"type": "best", "global_step": ckpt["global_step"], **best})
         for note in data_warnings(source.labels, self.class_names) + self.validator.notes(cfg.data, num_classes):
             self._say(note)
