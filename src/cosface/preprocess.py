@@ -42,6 +42,18 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 # Largest image decoded (width x height); the default of data.max_pixels. Generous for faces, but a
 # decompression bomb, or a JPEG whose header claims 20000 x 20000, is refused before any pixel is decoded.
 MAX_PIXELS = 64_000_000
+# Icon containers decode more than their header declares: ICO decodes its largest embedded PNG or BMP while
+# *opening* (whatever size it really is), ICNS an embedded PNG of any size on load. Neither can be checked
+# against the pixel limit before decoding, so Pillow never opens them here.
+_UNBOUNDED_FORMATS = frozenset({"ICO", "ICNS"})
+
+
+def pillow_formats() -> list[str]:
+    """The formats Pillow may open for cosface: every one it reads but the icon containers above."""
+    from PIL import Image
+
+    Image.init()
+    return [f for f in Image.OPEN if f not in _UNBOUNDED_FORMATS]
 
 
 def image_size(data: bytes) -> tuple[int, int] | None:
@@ -60,7 +72,7 @@ def image_size(data: bytes) -> tuple[int, int] | None:
     try:
         from PIL import Image
 
-        with Image.open(io.BytesIO(data)) as im:  # lazy: reads the header, decodes nothing
+        with Image.open(io.BytesIO(data), formats=pillow_formats()) as im:  # lazy: reads the header only
             return im.size
     except Exception:
         return None
@@ -123,7 +135,7 @@ def _decode_pillow(data: bytes, max_pixels: int) -> np.ndarray:
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data), formats=pillow_formats()) as im:
             w, h = im.size
             if w * h > max_pixels:
                 raise ValueError(f"{w}x{h} image is above the limit of {max_pixels / 1e6:g} megapixels (data.max_pixels)")

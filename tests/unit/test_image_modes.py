@@ -145,3 +145,37 @@ def test_training_skips_an_oversized_image_and_reports_it(tmp_path):
     batch = ds[(np.array([0]), np.array([False]))]
     assert np.array_equal(batch["images"][0].numpy(), gray3(L8))       # replaced by the next readable image
     assert len(batch["bad"]) == 1 and "0_big.jpg" in batch["bad"][0] and "above the limit" in batch["bad"][0]
+
+
+def icon_files(inner: bytes) -> dict[str, bytes]:
+    """An ICO and an ICNS whose headers declare 256x256 and 512x512 but which hold `inner` (a PNG of any size)."""
+    ico = struct.pack("<HHH", 0, 1, 1) + struct.pack("<BBBBHHII", 0, 0, 0, 0, 1, 32, len(inner), 22) + inner
+    block = b"ic09" + struct.pack(">I", 8 + len(inner)) + inner
+    return {"ICO": ico, "ICNS": b"icns" + struct.pack(">I", 8 + len(block)) + block}
+
+
+@pytest.mark.parametrize("fmt", ["ICO", "ICNS"])
+def test_icon_containers_are_refused_without_decoding_their_hidden_image(fmt, monkeypatch):
+    """An icon's header does not bound what Pillow decodes (ICO decodes its embedded PNG while opening, at
+    any size): a 2000x2000 PNG inside was decoded before the 1-megapixel limit could refuse it."""
+    from PIL import ImageFile
+
+    from cosface.faces.detect import NotAnImageError, decode_photo
+    from cosface.preprocess import decode_full
+
+    data = icon_files(png_raw(2000, 2000, 2, 8, np.zeros((2000, 2000, 3), np.uint8)))[fmt]
+    decoded = []
+    real_load = ImageFile.ImageFile.load
+
+    def load(self):
+        decoded.append(self.size)
+        return real_load(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    assert image_size(data) is None
+    for decode in (lambda: decode_image(data, S, max_pixels=1_000_000), lambda: decode_full(data, 1_000_000)):
+        with pytest.raises(ValueError, match="not an image in a known format"):
+            decode()
+    with pytest.raises(NotAnImageError, match="not an image in a known format"):
+        decode_photo(data, max_pixels=1_000_000)
+    assert decoded == []

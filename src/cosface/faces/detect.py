@@ -22,7 +22,7 @@ import numpy as np
 
 from cosface.errors import CosfaceError
 from cosface.faces.align import align_face
-from cosface.preprocess import MAX_PIXELS, image_size, to_rgb8
+from cosface.preprocess import MAX_PIXELS, image_size, pillow_formats, to_rgb8
 from cosface.registry import Registry
 
 DETECTORS: Registry[Callable] = Registry("face detector")
@@ -103,7 +103,7 @@ def decode_photo(data: bytes, *, name: str = "image", max_pixels: int = MAX_PIXE
         raise TooManyPixelsError(f"{name}: {w}x{h} pixels ({w * h} pixels) is more than the limit of {max_pixels:,} "
                                  f"pixels; not decoded")
     try:
-        with Image.open(io.BytesIO(data)) as im:
+        with Image.open(io.BytesIO(data), formats=pillow_formats()) as im:
             orientation = im.getexif().get(0x0112, 1)
             if im.format == "JPEG" and orientation == 1:
                 img = _jpeg(data)
