@@ -195,6 +195,20 @@ def test_bad_requests_get_the_right_4xx_and_one_message(app_for, tiny, embedder)
     error(c.delete("/v1/subjects/nobody"), 404, "no_subject")
 
 
+def test_hostile_json_is_a_400_not_a_500(app_for, embedder):
+    """Deep nesting, Infinity and integers beyond a float's range used to escape as 500s, each with a logged traceback."""
+    c = TestClient(app_for().app, raise_server_exceptions=False)
+    as_json = {"content-type": "application/json"}
+    sha, dim = ModelIdentity.of(embedder).model_sha256, ModelIdentity.of(embedder).dim
+    deep = b"[" * 100_000 + b"]" * 100_000
+    assert "nested too deeply" in error(c.post("/v1/verify", content=deep, headers=as_json), 400, "bad_json")
+    assert "nested too deeply" in error(c.post("/v1/subjects", data={"name": "Ada", "metadata": "[" * 100_000},
+                                               files={"image": b"x"}), 400, "bad_request")
+    query = {"embedding": [0.1] * dim, "model_sha256": sha}
+    for bad in ({"embedding": [10 ** 400] + [0.0] * (dim - 1)}, {"top_k": float("inf")}, {"threshold": 10 ** 400}):
+        error(c.post("/v1/identify", content=json.dumps({**query, **bad}), headers=as_json), 400, "bad_request")
+
+
 def test_two_enrolments_of_one_new_name_never_merge(app_for, tiny):
     c = app_for()
     gallery = c.app.state.service.gallery

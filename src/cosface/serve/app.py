@@ -121,7 +121,7 @@ class Inputs:
         raw = self.fields.get(name, default)
         try:
             value = int(raw)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):   # OverflowError: int(Infinity)
             raise ApiError(400, "bad_request", f"'{name}' must be an integer, got {raw!r}") from None
         if not low <= value <= high:
             raise ApiError(400, "bad_request", f"'{name}' must be in {low}..{high}, got {value}")
@@ -136,6 +136,8 @@ class Inputs:
                 raw = json.loads(raw)
             except json.JSONDecodeError as e:
                 raise ApiError(400, "bad_request", f"'{name}' is not JSON ({e})") from None
+            except RecursionError:
+                raise ApiError(400, "bad_request", f"'{name}' is nested too deeply") from None
         if not isinstance(raw, dict):
             raise ApiError(400, "bad_request", f"'{name}' must be a JSON object")
         return raw
@@ -175,6 +177,8 @@ async def read_inputs(request, image_keys: tuple[str, ...], max_images: int) -> 
             body = json.loads(await request.body())
         except (json.JSONDecodeError, UnicodeDecodeError) as e:
             raise ApiError(400, "bad_json", f"the JSON body does not parse ({e})") from None
+        except RecursionError:   # json's C parser gives up on deep nesting this way
+            raise ApiError(400, "bad_json", "the JSON body is nested too deeply") from None
         if not isinstance(body, dict):
             raise ApiError(400, "bad_json", "the JSON body must be an object")
         for key, value in body.items():
@@ -511,7 +515,7 @@ def _threshold(inputs: Inputs, service: Service) -> tuple[float, str]:
         return service.threshold, service.threshold_source
     try:
         value = float(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):   # OverflowError: an integer beyond float's range
         raise ApiError(400, "bad_request", f"'threshold' must be a number, got {raw!r}") from None
     if not -1.0 <= value <= 1.0:
         raise ApiError(400, "bad_request", f"'threshold' is a cosine, in -1..1; got {value}")
@@ -536,7 +540,7 @@ def _client_embedding(inputs: Inputs, service: Service) -> np.ndarray:
                                               f"embeddings of different models cannot be compared")
     try:
         q = np.asarray(inputs.fields["embedding"], dtype=np.float32).reshape(1, -1)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, OverflowError):   # OverflowError: an integer beyond float's range
         raise ApiError(400, "bad_request", "'embedding' must be a list of numbers") from None
     if q.shape[1] == service.identity.dim and not np.isfinite(q).all():
         raise ApiError(400, "bad_request", "'embedding' holds NaN or infinity")
