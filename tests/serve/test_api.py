@@ -31,7 +31,7 @@ def app_for(embedder, tmp_path):
         gallery = open_gallery(tmp_path / "g.sqlite", embedder, index="exact")
         service = Service(embedder, gallery, ServeSettings(**settings))
         services.append(service)
-        return TestClient(create_app(service))
+        return TestClient(create_app(service), base_url="http://127.0.0.1:8000")
 
     yield make
     for s in services:
@@ -197,7 +197,7 @@ def test_bad_requests_get_the_right_4xx_and_one_message(app_for, tiny, embedder)
 
 def test_hostile_json_is_a_400_not_a_500(app_for, embedder):
     """Deep nesting, Infinity and integers beyond a float's range used to escape as 500s, each with a logged traceback."""
-    c = TestClient(app_for().app, raise_server_exceptions=False)
+    c = TestClient(app_for().app, base_url="http://127.0.0.1:8000", raise_server_exceptions=False)
     as_json = {"content-type": "application/json"}
     sha, dim = ModelIdentity.of(embedder).model_sha256, ModelIdentity.of(embedder).dim
     deep = b"[" * 100_000 + b"]" * 100_000
@@ -256,6 +256,27 @@ def test_api_key_on_every_request_but_health_and_page(app_for, tiny):
     assert c.get("/v1/subjects", headers={"X-API-Key": KEY}).status_code == 200
     r = c.post("/v1/verify", files={"image1": photo, "image2": photo}, headers={"Authorization": f"Bearer {KEY}"})
     assert r.status_code == 200 and r.json()["similarity"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_other_sites_cannot_use_a_server_without_a_key(app_for, tiny):
+    """Without a key, a page of another site could post a form here (enrol its face under someone's name), or,
+    through a DNS name it rebinds to 127.0.0.1, read and delete the gallery as a same-origin page."""
+    c = app_for()
+    photo = next(iter(tiny["faces"].values()))[0].read_bytes()
+    r = c.post("/v1/subjects", data={"name": "Mallory"}, files={"image": photo}, headers={"Sec-Fetch-Site": "cross-site"})
+    assert "another site" in error(r, 403, "cross_site")
+    error(c.get("/v1/subjects", headers={"Sec-Fetch-Site": "same-site"}), 403, "cross_site")
+    rebound = {"Host": "attacker.example:8000", "Sec-Fetch-Site": "same-origin"}
+    assert "attacker.example" in error(c.get("/v1/subjects", headers=rebound), 403, "forbidden_host")
+    error(c.post("/v1/subjects", data={"name": "Mallory"}, files={"image": photo}, headers=rebound), 403,
+          "forbidden_host")
+    for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000", "10.0.0.5"):   # the page, curl, a proxy
+        r = c.get("/v1/subjects", headers={"Host": host, "Sec-Fetch-Site": "same-origin"})
+        assert r.status_code == 200 and r.json() == {"subjects": []}
+    assert c.get("/", headers={"Sec-Fetch-Site": "none"}).status_code == 200
+    keyed = app_for(api_key=KEY)   # with a key, a DNS name is fine: a rebound page does not have the key
+    assert keyed.get("/v1/subjects", headers={"Host": "faces.example", "X-API-Key": KEY}).status_code == 200
+    error(keyed.get("/v1/subjects", headers={"Host": "faces.example"}), 401, "unauthorized")
 
 
 def test_a_gallery_of_another_model_is_refused_at_start(embedder, tmp_path):

@@ -283,6 +283,20 @@ def create_app(service: Service):
     # -- API key and upload size: checked before any handler reads the body -----------------------------
     @app.middleware("http")
     async def _guard(request: Request, call_next):
+        # A page of another site can make the visitor's browser post a form here (it needs no CORS), and
+        # one served under a DNS name it then points at 127.0.0.1 is even same-origin with this server:
+        # without an API key to stop them, either could enrol, read or delete faces. Browsers say which
+        # site a request comes from (Sec-Fetch-Site); a server without a key answers only requests
+        # addressed to localhost or an IP address, which a rebound name is not.
+        site = request.headers.get("sec-fetch-site")
+        if site is not None and site not in ("same-origin", "none"):
+            return JSONResponse(_error_body("cross_site", f"a request from another site ({site}) is refused: this "
+                                            "API serves its own page and non-browser clients"), status_code=403)
+        host = request.headers.get("host")
+        if settings.api_key is None and host is not None and not _local_or_ip(host):
+            return JSONResponse(_error_body("forbidden_host", f"this server has no API key, so it answers only "
+                                            f"requests to localhost or an IP address, not to {host!r}; start it "
+                                            f"with an API key to serve it under a name"), status_code=403)
         if settings.api_key is not None and request.url.path not in PUBLIC_PATHS:
             given = request.headers.get("x-api-key")
             auth = request.headers.get("authorization", "")
@@ -520,6 +534,21 @@ def _threshold(inputs: Inputs, service: Service) -> tuple[float, str]:
     if not -1.0 <= value <= 1.0:
         raise ApiError(400, "bad_request", f"'threshold' is a cosine, in -1..1; got {value}")
     return value, "given"
+
+
+def _local_or_ip(host: str) -> bool:
+    """Whether a Host header names localhost or an IP address (never a DNS name another site controls)."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    try:
+        name = urlsplit("//" + host).hostname
+        if name == "localhost":
+            return True
+        ipaddress.ip_address(name or "")
+        return True
+    except ValueError:
+        return False
 
 
 def _q(name: str) -> str:
