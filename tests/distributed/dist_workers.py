@@ -2,6 +2,8 @@
 
     python dist_workers.py head OUT_DIR DEVICE      sharded-head cases; each rank saves OUT_DIR/rank<r>.pt
     python dist_workers.py fail die|stall ARGS...   `cosface train ARGS...` where rank 1 dies or stalls after step 1
+    python dist_workers.py slowread TIMES_DIR ARGS...  `cosface train ARGS...` where rank 1 reads the run directory
+                                                     late; each rank records when it read and wrote there
 """
 from __future__ import annotations
 
@@ -114,11 +116,39 @@ def run_failing_train(mode: str, cli_args: list[str]) -> int:
     return cli.main(["train", *cli_args])
 
 
+def run_slow_reader(times_dir: str, cli_args: list[str]) -> int:
+    """`cosface train` in which rank 1 checks the run's val_identities.txt 2 s late. Rank 1 writes
+    TIMES_DIR/read_end (when it had read it), rank 0 TIMES_DIR/write_start (when it began rewriting it)."""
+    from cosface import cli
+    from cosface.validation import Validator
+
+    check, write = Validator.check_resume, Validator.write
+    rank = int(os.environ["RANK"])
+
+    def late_check(self, run_dir, resuming):
+        if rank == 1:
+            time.sleep(2.0)
+        check(self, run_dir, resuming)
+        if rank == 1:
+            with open(os.path.join(times_dir, "read_end"), "w") as f:
+                f.write(repr(time.time()))
+
+    def timed_write(self, run_dir):
+        with open(os.path.join(times_dir, "write_start"), "w") as f:
+            f.write(repr(time.time()))
+        write(self, run_dir)
+
+    Validator.check_resume, Validator.write = late_check, timed_write
+    return cli.main(["train", *cli_args])
+
+
 if __name__ == "__main__":
     what = sys.argv[1]
     if what == "head":
         run_head(sys.argv[2], sys.argv[3])
     elif what == "fail":
         sys.exit(run_failing_train(sys.argv[2], sys.argv[3:]))
+    elif what == "slowread":
+        sys.exit(run_slow_reader(sys.argv[2], sys.argv[3:]))
     else:
         raise SystemExit(f"unknown worker {what!r}")
