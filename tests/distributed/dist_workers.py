@@ -2,6 +2,7 @@
 
     python dist_workers.py head OUT_DIR DEVICE      sharded-head cases; each rank saves OUT_DIR/rank<r>.pt
     python dist_workers.py fail die|stall ARGS...   `cosface train ARGS...` where rank 1 dies or stalls after step 1
+    python dist_workers.py train ARGS...            plain `cosface train ARGS...`
     python dist_workers.py slowread TIMES_DIR ARGS...  `cosface train ARGS...` where rank 1 reads the run directory
                                                      late; each rank records when it read and wrote there
 """
@@ -148,6 +149,10 @@ if __name__ == "__main__":
         run_head(sys.argv[2], sys.argv[3])
     elif what == "fail":
         sys.exit(run_failing_train(sys.argv[2], sys.argv[3:]))
+    elif what == "train":
+        from cosface import cli
+
+        sys.exit(cli.main(["train", *sys.argv[2:]]))
     elif what == "slowread":
         sys.exit(run_slow_reader(sys.argv[2], sys.argv[3:]))
     else:

@@ -1,4 +1,6 @@
 """A rank that dies or stalls makes the others stop with a clear one-line error, not hang."""
+import socket
+
 import pytest
 
 from image_folders import write_image_folder
@@ -36,3 +38,18 @@ def test_a_stalled_rank_makes_the_other_fail_after_the_timeout(data, tmp_path):
     assert ERROR in rank0.output and "timeout_s = 5 s" in rank0.output
     assert "Traceback" not in rank0.output
     assert rank0.seconds < 60
+
+
+def test_master_port_in_use_is_one_line(data, tmp_path):
+    """Another program listens on MASTER_PORT: rank 0 cannot open the rendezvous there and says so in one
+    line (rank 1, connected to that program, waits until killed, as torchrun would kill it)."""
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        rank0, _ = run_ranks(["train", *cli_args(data, tmp_path / "run", 10.0)], 2, tmp_path / "logs",
+                             timeout=60, wait_for=[0], port=port)
+    assert rank0.returncode == 2, rank0.output[-3000:]
+    assert "Traceback" not in rank0.output, rank0.output[-3000:]
+    assert f"cosface train: error: rank 0 of 2: cannot set up the process group at 127.0.0.1:{port}" in rank0.output
+    assert "address already in use" in rank0.output

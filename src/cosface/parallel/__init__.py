@@ -139,6 +139,14 @@ def setup_runtime(device: str = "auto", timeout_s: float = 1800.0) -> Runtime:
     backend = "nccl" if dev.type == "cuda" else "gloo"
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
-                            device_id=dev if dev.type == "cuda" else None)
+    try:
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
+                                device_id=dev if dev.type == "cuda" else None)
+    except dist.DistError as e:
+        # Typically MASTER_PORT taken by another program or job (rank 0), or rank 0 gone (the others).
+        where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CosfaceError(
+            f"rank {rank} of {world}: cannot set up the process group at {where} ({backend}): {first}. If the port "
+            f"is in use, pick a free one (torchrun --master_port, or --standalone on one machine)") from None
     return Runtime(rank, world, local_rank, dev, group=dist.group.WORLD, timeout_s=timeout_s)
