@@ -263,6 +263,8 @@ class Trainer:
         return self.step.forward_backward(images, labels, flips, sync)
 
     def _optimizer_step(self) -> None:
+        if self.scaler is not None:
+            self.rt.share_overflow(self.head.parameters())   # the sharded head's gradients differ per rank
         clip_gradients(self.cfg.optim, self.backbone, self.optimizer, self.scaler)
         self.step.optimizer_step()
 

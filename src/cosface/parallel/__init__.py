@@ -60,6 +60,23 @@ class Runtime:
         dist.broadcast_object_list(box, src=0, group=self.group)
         return box[0]
 
+    def share_overflow(self, params) -> None:
+        """Under fp16 loss scaling, make an overflow that any rank found in these (not DDP-averaged)
+        gradients an overflow on every rank: GradScaler skips a step by looking at this rank's gradients
+        only, and the class-sharded head's differ per rank, so one rank would skip a step that the others
+        take and the replicas would part. Call before anything unscales. No host sync."""
+        if not self.distributed:
+            return
+        import torch.distributed as dist
+
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return
+        bad = torch.stack([~torch.isfinite(g).all() for g in grads]).any().float()
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX, group=self.group)
+        # +inf where some rank overflowed, +0 elsewhere: this rank's scaler then sees it too.
+        grads[0].view(-1)[:1].add_(torch.where(bad > 0, float("inf"), 0.0).to(grads[0].dtype))
+
     def wrap_backbone(self, backbone: nn.Module) -> nn.Module:
         """DistributedDataParallel over the backbone (gradients averaged); the head is handled by
         the head itself (a class-sharded head never replicates its centres)."""
