@@ -159,8 +159,9 @@ def setup_runtime(device: str = "auto", timeout_s: float = 1800.0) -> Runtime:
     try:
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
                                 device_id=dev if dev.type == "cuda" else None)
-    except dist.DistError as e:
-        # Typically MASTER_PORT taken by another program or job (rank 0), or rank 0 gone (the others).
+    except (dist.DistError, ValueError) as e:
+        # Typically MASTER_PORT taken by another program or job (rank 0), rank 0 gone (the others), or
+        # (ValueError) RANK/WORLD_SIZE set without MASTER_ADDR/MASTER_PORT.
         where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise CosfaceError(
