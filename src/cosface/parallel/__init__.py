@@ -129,12 +129,21 @@ class Runtime:
             self.group = None
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0, local_world: int = 1) -> torch.device:
+    """The device of the process numbered `local_rank` of the `local_world` on this machine: "cuda" is
+    the GPU of that number."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
+        if name != "cuda" and local_world > 1:
+            raise CosfaceError(f"train.device={name!r} puts all {local_world} processes of this machine on one GPU; "
+                               f"use train.device='cuda' (each process takes the GPU numbered by its LOCAL_RANK)")
         if not torch.cuda.is_available():
             raise CosfaceError(f"train.device={name!r} but CUDA is not available on this machine")
+        if name == "cuda" and local_rank >= torch.cuda.device_count():
+            raise CosfaceError(f"the process with LOCAL_RANK {local_rank} needs GPU {local_rank}, but this machine has "
+                               f"{torch.cuda.device_count()} GPU(s) visible; start at most that many processes per "
+                               f"machine (torchrun --nproc_per_node)")
         return torch.device("cuda", local_rank if name == "cuda" else int(name.split(":")[1]))
     return torch.device(name)
 
@@ -148,7 +157,7 @@ def setup_runtime(device: str = "auto", timeout_s: float = 1800.0) -> Runtime:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local_rank)
+    dev = resolve_device(device, local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if world <= 1:
         return Runtime(0, 1, 0, dev)
     import torch.distributed as dist
