@@ -100,6 +100,7 @@ class Trainer:
         if ckpt is not None:
             self._check_fits(ckpt, num_classes)
             check_resume_config(checkpoint_config(ckpt, str(self.resumed_from)).to_dict(), cfg, self.resumed_from, self._say)
+        rt.barrier()     # every rank has read the run's files (val_identities.txt) before rank 0 rewrites them
         if rt.is_main:
             self.out.mkdir(parents=True, exist_ok=True)
             write_text(self.out / "config.toml", cfg.to_toml(), "run config")
@@ -262,6 +263,8 @@ class Trainer:
         return self.step.forward_backward(images, labels, flips, sync)
 
     def _optimizer_step(self) -> None:
+        if self.scaler is not None:
+            self.rt.share_overflow(self.head.parameters())   # the sharded head's gradients differ per rank
         clip_gradients(self.cfg.optim, self.backbone, self.optimizer, self.scaler)
         self.step.optimizer_step()
 

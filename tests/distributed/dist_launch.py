@@ -36,12 +36,12 @@ class Finished:
 
 
 def run_ranks(args: list[str], world: int, log_dir: Path, timeout: float,
-              wait_for: list[int] | None = None) -> list[Finished]:
+              wait_for: list[int] | None = None, port: int | None = None) -> list[Finished]:
     """`python tests/distributed/dist_workers.py *args` as ranks 0..world-1 of one job (env:// rendezvous on
     127.0.0.1). Waits up to `timeout` s for the ranks in `wait_for` (default: all); any rank still
-    running then is killed and reported with returncode None."""
+    running then is killed and reported with returncode None. `port`: MASTER_PORT (default: a free one)."""
     waited = set(range(world) if wait_for is None else wait_for)
-    port = free_port()
+    port = free_port() if port is None else port
     log_dir.mkdir(parents=True, exist_ok=True)
     procs, logs = [], []
     t0 = time.monotonic()

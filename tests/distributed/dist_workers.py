@@ -2,6 +2,11 @@
 
     python dist_workers.py head OUT_DIR DEVICE      sharded-head cases; each rank saves OUT_DIR/rank<r>.pt
     python dist_workers.py fail die|stall ARGS...   `cosface train ARGS...` where rank 1 dies or stalls after step 1
+    python dist_workers.py overflow OUT_DIR CLIP    Trainer._optimizer_step under fp16 loss scaling with an overflow
+                                                    in rank 1's head shard only; each rank saves OUT_DIR/rank<r>.pt
+    python dist_workers.py train ARGS...            plain `cosface train ARGS...`
+    python dist_workers.py slowread TIMES_DIR ARGS...  `cosface train ARGS...` where rank 1 reads the run directory
+                                                     late; each rank records when it read and wrote there
 """
 from __future__ import annotations
 
@@ -114,11 +119,79 @@ def run_failing_train(mode: str, cli_args: list[str]) -> int:
     return cli.main(["train", *cli_args])
 
 
+def run_overflow_step(out_dir: str, clip: float) -> None:
+    """One Trainer._optimizer_step (a CPU GradScaler standing in for CUDA's) after a backward in which only
+    rank 1's shard of the head has an infinite gradient, as an fp16 overflow in one shard's weight gradient."""
+    from types import SimpleNamespace
+
+    from cosface.config import OptimConfig
+    from cosface.parallel import setup_runtime
+    from cosface.parallel.sharded_head import ShardedCosFaceHead
+    from cosface.step import EagerStep
+    from cosface.trainer import Trainer
+
+    torch.set_num_threads(1)
+    rt = setup_runtime("cpu", timeout_s=60)
+    torch.manual_seed(0)
+    backbone = torch.nn.Linear(6, 8)
+    head = ShardedCosFaceHead(10, 8, group=rt.group)
+    model = rt.wrap_backbone(backbone)
+    optimizer = torch.optim.SGD([*backbone.parameters(), *head.parameters()], lr=0.1, momentum=0.9)
+    scaler = torch.amp.GradScaler("cpu", init_scale=1024.0)
+    step = EagerStep(lambda x, y, _: head(model(x), y), model, optimizer, scaler, accumulate=1, distributed=True)
+    g = torch.Generator().manual_seed(1)
+    x, y = torch.randn(2 * 3, 6, generator=g), torch.randint(0, 10, (2 * 3,), generator=g)
+    rows = slice(rt.rank * 3, (rt.rank + 1) * 3)
+    step.forward_backward(x[rows], y[rows], None, sync=True)
+    if rt.rank == 1:
+        head.weight.grad[0, 0] = float("inf")
+    trainer = SimpleNamespace(cfg=SimpleNamespace(optim=OptimConfig(clip_grad_norm=clip)), backbone=backbone, head=head, rt=rt,
+                              optimizer=optimizer, scaler=scaler, step=step)
+    Trainer._optimizer_step(trainer)
+    torch.save({"backbone": {k: v.clone() for k, v in backbone.state_dict().items()}, "scale": scaler.get_scale()},
+               os.path.join(out_dir, f"rank{rt.rank}.pt"))
+    rt.close()
+
+
+def run_slow_reader(times_dir: str, cli_args: list[str]) -> int:
+    """`cosface train` in which rank 1 checks the run's val_identities.txt 2 s late. Rank 1 writes
+    TIMES_DIR/read_end (when it had read it), rank 0 TIMES_DIR/write_start (when it began rewriting it)."""
+    from cosface import cli
+    from cosface.validation import Validator
+
+    check, write = Validator.check_resume, Validator.write
+    rank = int(os.environ["RANK"])
+
+    def late_check(self, run_dir, resuming):
+        if rank == 1:
+            time.sleep(2.0)
+        check(self, run_dir, resuming)
+        if rank == 1:
+            with open(os.path.join(times_dir, "read_end"), "w") as f:
+                f.write(repr(time.time()))
+
+    def timed_write(self, run_dir):
+        with open(os.path.join(times_dir, "write_start"), "w") as f:
+            f.write(repr(time.time()))
+        write(self, run_dir)
+
+    Validator.check_resume, Validator.write = late_check, timed_write
+    return cli.main(["train", *cli_args])
+
+
 if __name__ == "__main__":
     what = sys.argv[1]
     if what == "head":
         run_head(sys.argv[2], sys.argv[3])
     elif what == "fail":
         sys.exit(run_failing_train(sys.argv[2], sys.argv[3:]))
+    elif what == "overflow":
+        run_overflow_step(sys.argv[2], float(sys.argv[3]))
+    elif what == "train":
+        from cosface import cli
+
+        sys.exit(cli.main(["train", *sys.argv[2:]]))
+    elif what == "slowread":
+        sys.exit(run_slow_reader(sys.argv[2], sys.argv[3:]))
     else:
         raise SystemExit(f"unknown worker {what!r}")

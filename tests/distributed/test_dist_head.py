@@ -212,3 +212,15 @@ def test_normal_init_shards_are_the_rows_of_the_single_process_head(results):
         r = res["normal_init"]
         assert torch.equal(r["weight"], whole[r["start"]:r["stop"]])
         assert torch.equal(r["rng_after_init"], rng)
+
+
+@pytest.mark.parametrize("clip", [0.0, 5.0])
+def test_fp16_loss_scaling_skips_or_takes_a_step_on_every_rank_together(tmp_path, clip):
+    """The sharded head's gradients differ per rank, so an fp16 overflow can appear in one rank's shard only;
+    GradScaler decides per rank, and a step skipped on one rank and taken on another would leave the
+    replicated backbone (and the loss scale) different across ranks from then on."""
+    check_all_ok(run_ranks(["overflow", str(tmp_path), str(clip)], 2, tmp_path / "logs", timeout=60))
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt") for r in range(2))
+    assert r0["scale"] == r1["scale"] == 512.0          # halved on both: the step was skipped everywhere
+    for k in r0["backbone"]:
+        assert torch.equal(r0["backbone"][k], r1["backbone"][k]), k

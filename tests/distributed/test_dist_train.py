@@ -131,3 +131,25 @@ def test_rank_zero_alone_logs_and_writes_checkpoints(runs):
     assert fresh.stdout.count("epoch 1/1: epoch time") == 1
     assert "2 process(es)" in fresh.stdout
     assert ckpt(root / "two", SAVES[-1])["head"]["weight"].shape == (4, 128)
+
+
+def test_partial_fc_resumed_mid_epoch_continues_as_the_uninterrupted_run(tmp_path):
+    """With head.sample_rate < 1 each step draws its sampled centres from torch's random state, which the
+    checkpoint carries: a run resumed from a mid-epoch save on the same number of processes must sample
+    the same centres and end bit for bit where the uninterrupted run ends."""
+    data = write_image_folder(tmp_path / "data", classes=24, per_class=2)     # 6 steps of 8; 12 centres per rank
+    sets = [*COMMON, "head.sample_rate=0.75", "checkpoint.save_every_steps=3"]   # 9 of 12 scored: always a draw
+
+    def run(out, resume=None):
+        args = ["-m", "cosface", "train", "--data", str(data), "--out", str(out), "--no-progress"]
+        args += [a for kv in sets for a in ("--set", kv)] + (["--resume", resume] if resume else [])
+        done = torchrun(args, nproc=2, timeout=120)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+
+    run(tmp_path / "whole")
+    start_from(tmp_path / "whole" / "checkpoints" / "epoch_001_step_00000003.pt", tmp_path / "resumed")
+    run(tmp_path / "resumed", resume="auto")
+    a, b = ckpt(tmp_path / "whole", "epoch_001.pt"), ckpt(tmp_path / "resumed", "epoch_001.pt")
+    assert torch.equal(a["head"]["weight"], b["head"]["weight"])
+    for name in PARAMS:
+        assert torch.equal(a["backbone"][name], b["backbone"][name]), name

@@ -147,7 +147,10 @@ def make_loader(source, plan: Plan, *, rank: int, seed: int, flip: bool, image_s
 
         return RingLoader(source, sampler, image_size, workers, prefetch=prefetch, pin_memory=pin_memory,
                           max_pixels=max_pixels)
-    kwargs: dict[str, Any] = dict(num_workers=workers, pin_memory=pin_memory)
+    # Its own generator: a DataLoader draws a worker base seed at every iteration, from torch's global RNG
+    # otherwise, which Partial FC's sampling uses and a checkpoint restores (a resumed run would be a draw ahead).
+    kwargs: dict[str, Any] = dict(num_workers=workers, pin_memory=pin_memory,
+                                  generator=torch.Generator().manual_seed(seed))
     if workers > 0:
         kwargs.update(prefetch_factor=prefetch, persistent_workers=True)  # no restart per epoch
     return torch.utils.data.DataLoader(

@@ -60,6 +60,23 @@ class Runtime:
         dist.broadcast_object_list(box, src=0, group=self.group)
         return box[0]
 
+    def share_overflow(self, params) -> None:
+        """Under fp16 loss scaling, make an overflow that any rank found in these (not DDP-averaged)
+        gradients an overflow on every rank: GradScaler skips a step by looking at this rank's gradients
+        only, and the class-sharded head's differ per rank, so one rank would skip a step that the others
+        take and the replicas would part. Call before anything unscales. No host sync."""
+        if not self.distributed:
+            return
+        import torch.distributed as dist
+
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return
+        bad = torch.stack([~torch.isfinite(g).all() for g in grads]).any().float()
+        dist.all_reduce(bad, op=dist.ReduceOp.MAX, group=self.group)
+        # +inf where some rank overflowed, +0 elsewhere: this rank's scaler then sees it too.
+        grads[0].view(-1)[:1].add_(torch.where(bad > 0, float("inf"), 0.0).to(grads[0].dtype))
+
     def wrap_backbone(self, backbone: nn.Module) -> nn.Module:
         """DistributedDataParallel over the backbone (gradients averaged); the head is handled by
         the head itself (a class-sharded head never replicates its centres)."""
@@ -112,12 +129,21 @@ class Runtime:
             self.group = None
 
 
-def resolve_device(name: str, local_rank: int = 0) -> torch.device:
+def resolve_device(name: str, local_rank: int = 0, local_world: int = 1) -> torch.device:
+    """The device of the process numbered `local_rank` of the `local_world` on this machine: "cuda" is
+    the GPU of that number."""
     if name == "auto":
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda"):
+        if name != "cuda" and local_world > 1:
+            raise CosfaceError(f"train.device={name!r} puts all {local_world} processes of this machine on one GPU; "
+                               f"use train.device='cuda' (each process takes the GPU numbered by its LOCAL_RANK)")
         if not torch.cuda.is_available():
             raise CosfaceError(f"train.device={name!r} but CUDA is not available on this machine")
+        if name == "cuda" and local_rank >= torch.cuda.device_count():
+            raise CosfaceError(f"the process with LOCAL_RANK {local_rank} needs GPU {local_rank}, but this machine has "
+                               f"{torch.cuda.device_count()} GPU(s) visible; start at most that many processes per "
+                               f"machine (torchrun --nproc_per_node)")
         return torch.device("cuda", local_rank if name == "cuda" else int(name.split(":")[1]))
     return torch.device(name)
 
@@ -131,7 +157,7 @@ def setup_runtime(device: str = "auto", timeout_s: float = 1800.0) -> Runtime:
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    dev = resolve_device(device, local_rank)
+    dev = resolve_device(device, local_rank, int(os.environ.get("LOCAL_WORLD_SIZE", "1")))
     if world <= 1:
         return Runtime(0, 1, 0, dev)
     import torch.distributed as dist
@@ -139,6 +165,15 @@ def setup_runtime(device: str = "auto", timeout_s: float = 1800.0) -> Runtime:
     backend = "nccl" if dev.type == "cuda" else "gloo"
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
-    dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
-                            device_id=dev if dev.type == "cuda" else None)
+    try:
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
+                                device_id=dev if dev.type == "cuda" else None)
+    except (dist.DistError, ValueError) as e:
+        # Typically MASTER_PORT taken by another program or job (rank 0), rank 0 gone (the others), or
+        # (ValueError) RANK/WORLD_SIZE set without MASTER_ADDR/MASTER_PORT.
+        where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CosfaceError(
+            f"rank {rank} of {world}: cannot set up the process group at {where} ({backend}): {first}. If the port "
+            f"is in use, pick a free one (torchrun --master_port, or --standalone on one machine)") from None
     return Runtime(rank, world, local_rank, dev, group=dist.group.WORLD, timeout_s=timeout_s)
