@@ -315,3 +315,25 @@ def test_cli_refuses_another_models_gallery(tiny, tmp_path, capsys):
     assert rc == 2 and "holds embeddings of another model" in err and err.count("\n") == 1
     rc, _, err = cli(capsys, "gallery", "identify", "--db", tmp_path / "none.sqlite", "--model", tiny["model"], photos[0])
     assert rc == 2 and "does not exist" in err
+
+
+def test_a_prefix_is_a_name_range_that_the_index_answers(tmp_path):
+    g = Gallery(tmp_path / "g.sqlite", MODEL)
+    names = ["Ab", "Ad", "Ada", "Ada King", "Adé", "Ad\U0010ffff", "Ae", "ad", "Ädam", "\U0010ffff"]
+    g.store.add_many((n, np.ones((1, D), np.float32)) for n in names)
+    # Python's string order is SQLite's (code points = UTF-8 bytes), so a hand-written filter is the reference
+    for prefix in ("Ad", "Ada", "A", "Ad\U0010ffff", "\U0010ffff", "ä", "Z", ""):
+        expected = sorted(n for n in names if n.startswith(prefix))
+        assert [s.name for s in g.subjects(prefix=prefix)] == expected, prefix
+        assert g.page(prefix=prefix, limit=2).total == len(expected)
+    page = g.page(limit=3, prefix="Ad")
+    assert [s.name for s in page.subjects] == ["Ad", "Ada", "Ada King"] and page.next == "Ada King" and page.total == 5
+    page = g.page(limit=3, prefix="Ad", after=page.next)
+    assert [s.name for s in page.subjects] == ["Adé", "Ad\U0010ffff"] and page.next is None
+    with pytest.raises(CosfaceError, match="at least 1"):
+        g.page(limit=0)
+    plan = " ".join(r[-1] for r in g.store._query(
+        "EXPLAIN QUERY PLAN SELECT s.name FROM subjects s WHERE s.name > ? AND s.name >= ? AND s.name < ? "
+        "ORDER BY s.name LIMIT 10", ("a", "b", "c")))
+    assert "USING COVERING INDEX sqlite_autoindex_subjects_1 (name>? AND name<?)" in plan and "TEMP B-TREE" not in plan
+

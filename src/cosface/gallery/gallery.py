@@ -24,7 +24,7 @@ import numpy as np
 from cosface.errors import CosfaceError
 from cosface.gallery import search
 from cosface.gallery.search import ExactIndex, FaissIndex, faiss_available
-from cosface.gallery.store import GalleryStore, ModelIdentity
+from cosface.gallery.store import PAGE_SIZE, GalleryStore, ModelIdentity, SubjectPage
 
 INDEXES = ("auto", "exact", "faiss")
 SCORINGS = ("max", "mean")
@@ -94,8 +94,11 @@ class Gallery:
     def enroll(self, name: str, embeddings: np.ndarray, **kw):
         return self.store.add(name, embeddings, **kw)
 
-    def subjects(self):
-        return self.store.subjects()
+    def subjects(self, *, limit: int | None = None, after: str | None = None, prefix: str | None = None):
+        return self.store.subjects(limit=limit, after=after, prefix=prefix)
+
+    def page(self, *, limit: int = PAGE_SIZE, after: str | None = None, prefix: str | None = None) -> SubjectPage:
+        return self.store.page(limit=limit, after=after, prefix=prefix)
 
     def subject(self, name: str):
         return self.store.subject(name)

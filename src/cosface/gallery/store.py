@@ -25,6 +25,7 @@ from cosface.errors import CosfaceError
 
 SCHEMA_VERSION = 1
 BUSY_TIMEOUT_S = 30          # how long a write waits for another process's write lock
+PAGE_SIZE = 100              # subjects per page when a caller does not say
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 
 _SCHEMA = """
@@ -97,6 +98,46 @@ class Subject:
     metadata: dict
     faces: int
     face_ids: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
+class SubjectPage:
+    subjects: list[Subject]
+    next: str | None            # pass as `after` for the following page; None on the last
+    total: int                  # subjects matching the prefix, on every page
+
+
+def _prefix_end(prefix: str) -> str | None:
+    """The least string above every string that starts with `prefix` (None: no such string).
+
+    SQLite compares TEXT as UTF-8 bytes, whose order is code point order, so this is the prefix with
+    its last character stepped up one code point (past the surrogates, which UTF-8 cannot hold)."""
+    while prefix:
+        last = ord(prefix[-1]) + 1
+        if 0xD800 <= last <= 0xDFFF:
+            last = 0xE000
+        if last <= 0x10FFFF:
+            return prefix[:-1] + chr(last)
+        prefix = prefix[:-1]
+    return None
+
+
+def _name_range(after: str | None, prefix: str | None) -> tuple[str, tuple]:
+    """A WHERE clause on subjects.name (alias s) that the name index answers as one range, and its args.
+
+    `LIKE 'p%'` would not use the index (SQLite's LIKE is case-insensitive); a range does."""
+    clauses, args = [], []
+    if after:
+        clauses.append("s.name > ?")
+        args.append(after)
+    if prefix:
+        clauses.append("s.name >= ?")
+        args.append(prefix)
+        end = _prefix_end(prefix)
+        if end is not None:
+            clauses.append("s.name < ?")
+            args.append(end)
+    return (" WHERE " + " AND ".join(clauses) if clauses else ""), tuple(args)
 
 
 def check_name(name: str) -> str:
@@ -219,10 +260,37 @@ class GalleryStore:
         faces = tuple(r[0] for r in self._query("SELECT id FROM faces WHERE subject_id = ? ORDER BY id", (sid,)))
         return Subject(sid, name, json.loads(meta), len(faces), faces)
 
-    def subjects(self) -> list[Subject]:
-        rows = self._query("SELECT s.id, s.name, s.metadata, COUNT(f.id) FROM subjects s "
-                           "LEFT JOIN faces f ON f.subject_id = s.id GROUP BY s.id ORDER BY s.name")
+    def subjects(self, *, limit: int | None = None, after: str | None = None,
+                 prefix: str | None = None) -> list[Subject]:
+        """Subjects in name order: those named after `after` (exclusive) and starting with `prefix`
+        (case-sensitive), at most `limit` (None: all)."""
+        if limit is not None and limit < 1:
+            raise CosfaceError(f"a page holds at least 1 subject, got limit {limit}")
+        where, args = _name_range(after, prefix)
+        # Walks the UNIQUE index on name from the page's first key; each page's face counts come from
+        # faces_by_subject, so a page costs the same on the first and the thousandth page.
+        rows = self._query("SELECT s.id, s.name, s.metadata, (SELECT COUNT(*) FROM faces f WHERE f.subject_id = s.id) "
+                           f"FROM subjects s{where} ORDER BY s.name LIMIT ?", (*args, -1 if limit is None else limit))
         return [Subject(sid, name, json.loads(meta), n) for sid, name, meta, n in rows]
+
+    def page(self, *, limit: int = PAGE_SIZE, after: str | None = None, prefix: str | None = None) -> "SubjectPage":
+        """One page of subjects in name order, the name to pass as `after` for the next (None: the last
+        page), and how many subjects match `prefix` in all; read in one transaction, so they agree.
+
+        Pages are keyed on names, not offsets: a subject enrolled or deleted meanwhile never makes the
+        next page skip or repeat another."""
+        if limit < 1:
+            raise CosfaceError(f"a page holds at least 1 subject, got limit {limit}")
+        with self._lock:
+            self._db.execute("BEGIN")
+            try:
+                subjects = self.subjects(limit=limit + 1, after=after, prefix=prefix)
+                where, args = _name_range(None, prefix)
+                (total,), = self._db.execute(f"SELECT COUNT(*) FROM subjects s{where}", args).fetchall()
+            finally:
+                self._db.execute("COMMIT")
+        more = len(subjects) > limit
+        return SubjectPage(subjects[:limit], subjects[limit - 1].name if more else None, total)
 
     def counts(self) -> tuple[int, int]:
         (s,), = self._query("SELECT COUNT(*) FROM subjects")
