@@ -337,3 +337,26 @@ def test_a_prefix_is_a_name_range_that_the_index_answers(tmp_path):
         "ORDER BY s.name LIMIT 10", ("a", "b", "c")))
     assert "USING COVERING INDEX sqlite_autoindex_subjects_1 (name>? AND name<?)" in plan and "TEMP B-TREE" not in plan
 
+
+def test_cli_list_pages_and_prefix(tmp_path, capsys, monkeypatch):
+    db = tmp_path / "g.sqlite"
+    g, _ = random_gallery(db, subjects=25, per=2)
+    g.close()
+    rc, out, err = cli(capsys, "gallery", "list", "--db", db, "--limit", "10", "--json")
+    doc = json.loads(out)
+    assert rc == 0 and [s["name"] for s in doc["subjects"]] == [f"s{i:03d}" for i in range(10)]
+    assert doc["next"] == "s009" and doc["total"] == 25 and doc["subjects"][0]["faces"] == 2
+    rc, out, err = cli(capsys, "gallery", "list", "--db", db, "--limit", "10", "--after", "s009")
+    lines = out.splitlines()
+    assert rc == 0 and lines[0].startswith(f"{db}: 25 subject(s), 50 face(s)") and lines[1] == "s010\t2"
+    assert len(lines) == 11 and err == "more: --after s019\n"
+    rc, out, err = cli(capsys, "gallery", "list", "--db", db, "--prefix", "s01")
+    lines = out.splitlines()
+    assert rc == 0 and "10 of 25 subject(s) start with 's01'" in lines[0] and len(lines) == 11 and err == ""
+    monkeypatch.setattr("cosface.gallery.PAGE_SIZE", 1)   # no --limit reads pages of 10 * PAGE_SIZE: here, 3
+    rc, out, _ = cli(capsys, "gallery", "list", "--db", db, "--json")   # every subject, as before
+    doc = json.loads(out)
+    assert [s["name"] for s in doc["subjects"]] == [f"s{i:03d}" for i in range(25)]
+    assert doc["next"] is None and doc["total"] == 25
+    rc, _, err = cli(capsys, "gallery", "list", "--db", db, "--limit", "0")
+    assert rc == 2 and "limit 0" in err and err.count("\n") == 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shlex
 import sys
 
 from cosface.commands import device
@@ -55,9 +56,14 @@ def add_parser(subparsers) -> None:
     i.add_argument("--json", action="store_true", help="print one JSON document")
     i.set_defaults(func=run_identify)
 
-    ls = sub.add_parser("list", help="subjects and their face counts")
+    ls = sub.add_parser("list", help="subjects and their face counts",
+                        description="Subjects in name order with their face counts: every one, or with --limit N "
+                        "one page of N and the --after NAME that continues it.")
     common(ls, False)
-    ls.add_argument("--json", action="store_true")
+    ls.add_argument("--limit", type=int, metavar="N", help="at most N subjects (default: all)")
+    ls.add_argument("--after", metavar="NAME", help="start after this name (the 'next' of the previous page)")
+    ls.add_argument("--prefix", metavar="P", help="only names that start with P (case-sensitive)")
+    ls.add_argument("--json", action="store_true", help="print one JSON document: subjects, next, total")
     ls.set_defaults(func=run_list)
 
     rm = sub.add_parser("remove", help="delete subjects and their faces")
@@ -144,18 +150,37 @@ def _store(args):
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from cosface.gallery import PAGE_SIZE
+
     store = _store(args)
-    subjects = store.subjects()
+    if args.limit is not None:
+        page = store.page(limit=args.limit, after=args.after, prefix=args.prefix)
+        subjects, after, total = iter(page.subjects), page.next, page.total
+    else:
+        # Every subject, read a page at a time: a large gallery streams out instead of sitting in memory.
+        def every():
+            page = store.page(limit=PAGE_SIZE * 10, after=args.after, prefix=args.prefix)
+            while True:
+                yield from page.subjects
+                if page.next is None:
+                    return
+                page = store.page(limit=PAGE_SIZE * 10, after=page.next, prefix=args.prefix)
+
+        subjects, after, total = every(), None, store.page(limit=1, prefix=args.prefix).total
     if args.json:
-        print(json.dumps({"model": store.model.__dict__,
+        print(json.dumps({"model": store.model.__dict__, "total": total, "next": after,
                           "subjects": [{"name": s.name, "faces": s.faces, "metadata": s.metadata} for s in subjects]},
                          indent=2))
         return 0
-    print(f"{args.db}: {len(subjects)} subject(s), {sum(s.faces for s in subjects)} face(s); "
-          f"model {store.model.describe()}")
+    everyone, faces = store.counts()
+    held = (f"{total} of {everyone} subject(s) start with {args.prefix!r}" if args.prefix
+            else f"{total} subject(s), {faces} face(s)")
+    print(f"{args.db}: {held}; model {store.model.describe()}")
     for s in subjects:
         meta = f"  {json.dumps(s.metadata)}" if s.metadata else ""
         print(f"{s.name}\t{s.faces}{meta}")
+    if after is not None:
+        print(f"more: --after {shlex.quote(after)}", file=sys.stderr)
     return 0
 
 
