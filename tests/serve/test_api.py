@@ -272,7 +272,7 @@ def test_other_sites_cannot_use_a_server_without_a_key(app_for, tiny):
           "forbidden_host")
     for host in ("127.0.0.1:8000", "localhost:8000", "[::1]:8000", "10.0.0.5"):   # the page, curl, a proxy
         r = c.get("/v1/subjects", headers={"Host": host, "Sec-Fetch-Site": "same-origin"})
-        assert r.status_code == 200 and r.json() == {"subjects": []}
+        assert r.status_code == 200 and r.json() == {"subjects": [], "next": None, "total": 0}
     assert c.get("/", headers={"Sec-Fetch-Site": "none"}).status_code == 200
     keyed = app_for(api_key=KEY)   # with a key, a DNS name is fine: a rebound page does not have the key
     assert keyed.get("/v1/subjects", headers={"Host": "faces.example", "X-API-Key": KEY}).status_code == 200
@@ -341,3 +341,74 @@ def test_a_cancelled_request_does_not_stop_the_batcher():
     assert first.result(timeout=30).shape == (1, 4)
     assert b.submit(crop).result(timeout=30).shape == (1, 4)
     b.close()
+
+
+def test_subjects_come_a_page_at_a_time_by_name_with_a_prefix_search(app_for):
+    c = app_for()
+    store = c.app.state.service.gallery.store
+    rng = np.random.default_rng(0)
+    names = [f"s{i:03d}" for i in range(120)]
+    store.add_many((n, rng.normal(size=(1 + i % 2, store.model.dim))) for i, n in enumerate(reversed(names)))
+
+    first = c.get("/v1/subjects").json()   # the default page: 100
+    assert [s["name"] for s in first["subjects"]] == names[:100]
+    assert first["next"] == "s099" and first["total"] == 120 and first["subjects"][0]["faces"] == 2
+
+    def walk(limit, **query):
+        seen, after = [], None
+        while True:
+            r = c.get("/v1/subjects", params={"limit": limit, **query, **({"after": after} if after else {})}).json()
+            seen += [s["name"] for s in r["subjects"]]
+            assert len(r["subjects"]) <= limit and r["total"] == (10 if query else 120)
+            if r["next"] is None:
+                return seen
+            assert r["next"] == seen[-1]
+            after = r["next"]
+
+    assert walk(7) == names
+    assert walk(4, prefix="s01") == names[10:20]
+    assert c.get("/v1/subjects", params={"prefix": "s01", "limit": 10}).json()["next"] is None   # exactly one full page
+    assert c.get("/v1/subjects", params={"prefix": "t"}).json() == {"subjects": [], "next": None, "total": 0}
+    assert c.get("/v1/subjects", params={"limit": 1000}).json()["next"] is None
+
+    for query, what in (({"limit": 0}, "limit"), ({"limit": 1001}, "limit"), ({"limit": "ten"}, "limit"),
+                        ({"prefix": "p" * 201}, "prefix")):
+        message = error(c.get("/v1/subjects", params=query), 400, "bad_request")
+        assert f"'{what}'" in message and "\n" not in message
+    params = {p["name"]: p for p in c.get("/openapi.json").json()["paths"]["/v1/subjects"]["get"]["parameters"]}
+    assert set(params) == {"limit", "after", "prefix"} and params["limit"]["schema"]["maximum"] == 1000
+
+
+def test_subject_pages_neither_skip_nor_repeat_while_others_enrol_and_delete(app_for):
+    """Keyset pages: what changes behind the cursor never shifts what comes after it (offsets would)."""
+    c = app_for()
+    store = c.app.state.service.gallery.store
+    rng = np.random.default_rng(1)
+    store.add_many((f"s{i:02d}", rng.normal(size=(1, store.model.dim))) for i in range(30))
+    page = c.get("/v1/subjects", params={"limit": 10}).json()
+    assert page["next"] == "s09"
+    # meanwhile: two subjects of the page just read go, one of the next page goes, one is enrolled behind the
+    # cursor and one ahead of it
+    for gone in ("s00", "s05", "s12"):
+        assert c.delete(f"/v1/subjects/{gone}").status_code == 200
+    store.add_many([("s04a", rng.normal(size=(1, store.model.dim))), ("s15a", rng.normal(size=(1, store.model.dim)))])
+    page = c.get("/v1/subjects", params={"limit": 10, "after": page["next"]}).json()
+    assert [s["name"] for s in page["subjects"]] == ["s10", "s11", "s13", "s14", "s15", "s15a", "s16", "s17", "s18",
+                                                    "s19"]
+    assert page["total"] == 29 and page["next"] == "s19"
+
+    # and with a thread deleting while another pages through: every survivor seen exactly once, in order
+    store.add_many((f"t{i:03d}", rng.normal(size=(1, store.model.dim))) for i in range(200))
+    doomed = [f"t{i:03d}" for i in range(0, 200, 3)]
+    import threading
+
+    deleter = threading.Thread(target=lambda: [store.remove(n) for n in doomed])
+    seen, after = [], "s99"
+    deleter.start()
+    while after is not None:
+        r = c.get("/v1/subjects", params={"limit": 9, "prefix": "t", "after": after}).json()
+        seen += [s["name"] for s in r["subjects"]]
+        after = r["next"]
+    deleter.join()
+    survivors = [f"t{i:03d}" for i in range(200) if i % 3]
+    assert seen == sorted(seen) and len(seen) == len(set(seen)) and set(survivors) <= set(seen) <= set(survivors + doomed)

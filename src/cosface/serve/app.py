@@ -22,13 +22,14 @@ import numpy as np
 from cosface.errors import CosfaceError
 from cosface.gallery.photos import (MAX_PIXELS, NoFaceError, NotAnImageError, TooManyPixelsError, decode_photo,
                                     face_crops, thumbnail_jpeg)
-from cosface.gallery.store import GalleryBusyError, SubjectExistsError
+from cosface.gallery.store import PAGE_SIZE, GalleryBusyError, SubjectExistsError
 from cosface.optional import require
 from cosface.serve.batcher import Batcher
 
 log = logging.getLogger("cosface.serve")
 
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+MAX_PAGE = 1000                        # subjects in one GET /v1/subjects response
 PUBLIC_PATHS = ("/healthz", "/", "/docs", "/docs/oauth2-redirect", "/openapi.json", "/favicon.ico")
 
 
@@ -235,7 +236,7 @@ def _body(fields: dict[str, str], required: tuple[str, ...]) -> dict:
 def create_app(service: Service):
     """The FastAPI app for one Service."""
     require("fastapi", purpose="cosface serve")
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI, Query, Request
     from fastapi.exceptions import RequestValidationError
     from fastapi.responses import HTMLResponse, JSONResponse, Response
     from starlette.concurrency import run_in_threadpool
@@ -272,8 +273,14 @@ def create_app(service: Service):
     @app.exception_handler(RequestValidationError)
     async def _validation_error(request, exc):
         first = exc.errors()[0] if exc.errors() else {}
-        where = ".".join(str(p) for p in first.get("loc", ()))
-        return JSONResponse(_error_body("bad_request", f"{where}: {first.get('msg', 'invalid')}"), status_code=422)
+        loc = tuple(str(p) for p in first.get("loc", ()))
+        if loc[:1] == ("query",):
+            # A bad query parameter is a malformed request like a bad form field: 400, naming it and its value.
+            name = ".".join(loc[1:])
+            return JSONResponse(_error_body("bad_request", f"'{name}': {first.get('msg', 'invalid')}, got "
+                                            f"{first.get('input')!r}"), status_code=400)
+        return JSONResponse(_error_body("bad_request", f"{'.'.join(loc)}: {first.get('msg', 'invalid')}"),
+                            status_code=422)
 
     @app.exception_handler(Exception)
     async def _internal(request, exc):
@@ -401,10 +408,18 @@ def create_app(service: Service):
         return doc
 
     # -- subjects -------------------------------------------------------------------------------------------
-    @app.get("/v1/subjects", tags=["gallery"], summary="Every subject with its face count")
-    async def list_subjects():
-        subjects = await run_in_threadpool(service.need_gallery().subjects)
-        return {"subjects": [_subject_doc(s) for s in subjects]}
+    @app.get("/v1/subjects", tags=["gallery"], summary="Subjects and their face counts, a page at a time, by name",
+             description="`next` is the `after` of the following page (null on the last); `total` counts every "
+             "subject that matches `prefix`. Pages are keyed on names, so enrolments and deletions between two "
+             "requests never make a page skip or repeat a subject.")
+    async def list_subjects(
+            limit: int = Query(PAGE_SIZE, ge=1, le=MAX_PAGE, description=f"subjects per page, 1..{MAX_PAGE}"),
+            after: str | None = Query(None, max_length=1000,
+                                      description="list the names after this one: the previous page's `next`"),
+            prefix: str | None = Query(None, max_length=200,
+                                       description="only names that start with this (case-sensitive)")):
+        page = await run_in_threadpool(service.need_gallery().page, limit=limit, after=after, prefix=prefix)
+        return {"subjects": [_subject_doc(s) for s in page.subjects], "next": page.next, "total": page.total}
 
     async def _enroll_faces(inputs: Inputs) -> tuple[np.ndarray, list[bytes], list[str]]:
         images = inputs.images("image", "images")
