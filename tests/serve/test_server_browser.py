@@ -140,6 +140,48 @@ def test_web_page_in_headless_chromium(server, tiny, tmp_path):
         wait.until(lambda d: all(img.get_attribute("naturalWidth") not in (None, "0")
                                  for img in d.find_elements(By.CSS_SELECTOR, "#identify-matches img.face")))
 
+        # A gallery larger than a page (written by another process, as a bulk import would): the list grows a
+        # page at a time with "more", and the search box lists only the names with its prefix.
+        from cosface.gallery import GalleryStore
+
+        store = GalleryStore(server["root"] / "g.sqlite", create=False)
+        bulk = [f"person {i:03d}" for i in range(70)] + ["<i>tag"]
+        store.add_many((name, _unit_rows(1, store.model.dim, i)) for i, name in enumerate(bulk))
+        store.close()
+        driver.refresh()
+        key = wait.until(ec.presence_of_element_located((By.ID, "apikey")))
+        driver.execute_script("arguments[0].dispatchEvent(new Event('change'))", key)   # kept for the tab
+
+        def names(d):   # read in one script: the rows are replaced while a search's answer arrives
+            return d.execute_script("return Array.from(document.querySelectorAll('#subjects td.subject-name'), "
+                                    "(td) => td.textContent)")
+
+        wait.until(lambda d: len(names(d)) == 50)
+        everyone = sorted([ada, bob] + bulk)
+        assert names(driver) == everyone[:50]
+        assert driver.find_element(By.ID, "subjects-count").text == "showing 50 of 73"
+        more = driver.find_element(By.ID, "subjects-more")
+        assert more.is_displayed()
+        more.click()
+        wait.until(lambda d: len(names(d)) == 73)
+        assert names(driver) == everyone and not more.is_displayed()
+
+        search = driver.find_element(By.ID, "subjects-search")
+        search.send_keys("person 06")
+        wait.until(lambda d: names(d) == [f"person {i:03d}" for i in range(60, 70)])
+        assert driver.find_element(By.ID, "subjects-count").text == "showing 10 of 10 starting with “person 06”"
+        assert not more.is_displayed()
+        driver.find_elements(By.CSS_SELECTOR, "#subjects tr.subject button")[0].click()   # remove "person 060"
+        wait.until(lambda d: names(d) == [f"person {i:03d}" for i in range(61, 70)])
+        assert driver.find_element(By.ID, "subjects-count").text == "showing 9 of 9 starting with “person 06”"
+        search.clear()
+        search.send_keys("<")   # names are text to the page, never markup
+        wait.until(lambda d: names(d) == ["<i>tag"])
+        assert not driver.find_elements(By.CSS_SELECTOR, "#subjects i")
+        search.send_keys("b")
+        wait.until(lambda d: d.find_element(By.ID, "subjects-count").text == "no names start with that")
+        assert names(driver) == []
+
         shot = tmp_path / "web_page.png"
         driver.save_screenshot(str(shot))
         assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and shot.stat().st_size > 10_000
@@ -149,3 +191,11 @@ def test_web_page_in_headless_chromium(server, tiny, tmp_path):
             shutil.copy(shot, Path(keep) / "web_page.png")
     finally:
         driver.quit()
+
+
+def _unit_rows(n, dim, seed):
+    import numpy as np
+
+    x = np.random.default_rng(seed).normal(size=(n, dim)).astype(np.float32)
+    return x / np.linalg.norm(x, axis=1, keepdims=True)
+
