@@ -10,7 +10,12 @@ Part 2 (library): --million random unit embeddings in a gallery file, identified
 cosface.gallery.Gallery with FAISS (IVF above 200,000 vectors) and with exact numpy: build time,
 per-query latency, and rank-1 on queries that are enrolled embeddings plus noise (--noise levels).
 
+Part 3 (scale, library): --scale subjects enrolled one per transaction as the API does, 1 or 2 faces
+each with a thumbnail: enrol rate, identify latency with exact numpy and FAISS, list-page latency
+(Gallery.page, what GET /v1/subjects serves), file size and this process's memory.
+
     python benchmarks/serve_load.py --model demo_out/model.onnx --photos demo_out/synthetic/lfw/lfw_align_112
+    python benchmarks/serve_load.py --sizes --million 0 --scale 100000          # the scale part alone
     python benchmarks/serve_load.py --model M --photos DIR --sizes 1000 --million 0     # quick
 """
 from __future__ import annotations
@@ -203,6 +208,101 @@ def million_part(args, work: Path) -> None:
                   f"{1000 / np.mean(lat):9.1f} {100 * acc:6.1f}%", flush=True)
 
 
+def rss_mib() -> tuple[float, float]:
+    """This process's resident memory now and at its peak, MiB (Linux /proc)."""
+    fields = dict(line.split(":", 1) for line in Path("/proc/self/status").read_text().splitlines() if ":" in line)
+    return int(fields["VmRSS"].split()[0]) / 1024, int(fields["VmHWM"].split()[0]) / 1024
+
+
+def timed(fn, repeats: int) -> tuple[float, float]:
+    """p50 and p99 of `repeats` calls of fn, ms."""
+    lat = []
+    for _ in range(repeats):
+        t = time.perf_counter()
+        fn()
+        lat.append((time.perf_counter() - t) * 1000)
+    return float(np.percentile(lat, 50)), float(np.percentile(lat, 99))
+
+
+def scale_part(args, work: Path) -> None:
+    """--scale subjects enrolled one by one as the API does (1 or 2 faces each, with a JPEG thumbnail per
+    face), then: identify with exact numpy and with FAISS, list pages, file size, this process's memory."""
+    from cosface.gallery import Gallery, ModelIdentity, thumbnail_jpeg
+
+    n, dim = args.scale, args.dim
+    model = ModelIdentity("random", dim, "0" * 64, {})
+    db = work / f"scale_{n}_{dim}.sqlite"
+    db.unlink(missing_ok=True)
+    rng = np.random.default_rng(2)
+    yy, xx = np.mgrid[:112, :112]
+    crop = 128 + 60 * (np.sin(xx / 9) * np.cos(yy / 13))[..., None] + rng.normal(0, 4, (112, 112, 3))
+    thumb = thumbnail_jpeg(crop.clip(0, 255).astype(np.uint8))   # one crop's worth of bytes per face
+    print(f"\nscale: {n:,} subjects with 1 or 2 random {dim}-value unit embeddings each (alternately), enrolled one "
+          f"subject per transaction through Gallery.enroll (the path of POST /v1/subjects), a {len(thumb):,}-byte "
+          f"JPEG thumbnail per face; {rss_mib()[0]:.0f} MiB resident before")
+    g = Gallery(db, model, index="exact")
+    names = [f"subject {i:07d}" for i in range(n)]
+    order = rng.permutation(n)             # enrolled in random name order, as people arrive
+    chunk = 10_000
+    t0 = time.perf_counter()
+    faces = 0
+    for start in range(0, n, chunk):
+        ids = order[start:start + chunk]
+        emb = unit(rng.normal(size=(2 * len(ids), dim)))
+        for j, i in enumerate(ids):
+            k = 1 + int(i) % 2
+            g.enroll(names[i], emb[2 * j:2 * j + k], thumbnails=[thumb] * k, sources=["synthetic"] * k)
+            faces += k
+    enrol_s = time.perf_counter() - t0
+    size = sum(p.stat().st_size for p in db.parent.glob(db.name + "*") if p.suffix in (".sqlite", ".sqlite-wal"))
+    print(f"  enrol: {n:,} subjects, {faces:,} faces in {enrol_s:.1f} s = {n / enrol_s:,.0f} subjects/s "
+          f"({faces / enrol_s:,.0f} faces/s); file {size / 2**20:,.0f} MiB with its WAL; "
+          f"{rss_mib()[0]:.0f} MiB resident")
+
+    _, _, owners, emb, by_id = g.store.snapshot()
+    targets = rng.choice(len(owners), args.queries, replace=False)
+    queries = unit(emb[targets] + 0.04 * rng.normal(size=(args.queries, dim)).astype(np.float32))
+    truth = [by_id[int(o)] for o in owners[targets]]
+    del emb, owners, by_id
+    print(f"  identify: {args.queries} queries one at a time, top-5, scoring max over {faces:,} face vectors; "
+          f"each an enrolled face plus noise (cosine ~0.84)")
+    print(f"  {'search':>6} {'index':>15} {'build s':>8} {'p50 ms':>8} {'p99 ms':>8} {'rank-1':>7} {'RSS MiB':>8}")
+    for kind in ("exact", "faiss"):
+        gk = Gallery(db, model, index=kind)
+        t0 = time.perf_counter()
+        gk.identify(queries[:1], top_k=5, threshold=0.3)
+        build = time.perf_counter() - t0
+        index = gk._current()[1]
+        label = type(getattr(index, "index", index)).__name__
+        lat, hits = [], 0
+        for q, name in zip(queries, truth):
+            t = time.perf_counter()
+            r = gk.identify(q[None], top_k=5, threshold=0.3)[0]
+            lat.append((time.perf_counter() - t) * 1000)
+            hits += r.matches[0].name == name
+        print(f"  {kind:>6} {label:>15} {build:8.1f} {np.percentile(lat, 50):8.2f} {np.percentile(lat, 99):8.2f} "
+              f"{100 * hits / len(lat):6.1f}% {rss_mib()[0]:8.0f}", flush=True)
+        gk.close()
+
+    middle, repeats = names[n // 2], 200
+    prefix = middle[:-2]   # the 100 names that share all but the last two digits
+    print(f"  list (Gallery.page, what GET /v1/subjects calls; {repeats} calls each):")
+    rows = [("first page, limit 100", lambda: g.page(limit=100)),
+            ("a page from the middle, limit 100", lambda: g.page(limit=100, after=middle)),
+            ("the last 500 names, limit 1000", lambda: g.page(limit=1000, after=names[-501])),
+            (f"prefix {prefix!r}, limit 100", lambda: g.page(limit=100, prefix=prefix))]
+    for label, fn in rows:
+        p50, p99 = timed(fn, repeats)
+        print(f"    {label:<36} p50 {p50:7.2f} ms   p99 {p99:7.2f} ms")
+    t0 = time.perf_counter()
+    everyone = g.subjects()
+    print(f"    {'every subject in one list (before)':<36} {1000 * (time.perf_counter() - t0):7.0f} ms "
+          f"({len(everyone):,} subjects; the API returned them all in one response)")
+    current, peak = rss_mib()
+    print(f"  memory: {current:.0f} MiB resident now, {peak:.0f} MiB peak (this process: both indexes were built in it)")
+    g.close()
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="model file for the HTTP part (e.g. the demo's ONNX export)")
@@ -215,6 +315,8 @@ def main() -> None:
     ap.add_argument("--queries", type=int, default=200)
     ap.add_argument("--noise", type=float, nargs="+", default=[0.04, 0.08],
                     help="per-value noise of the library part's queries (0.04 on 256 values: cosine ~0.8)")
+    ap.add_argument("--scale", type=int, default=0, help="subjects for the scale part (0: skip): enrol rate, "
+                    "identify (exact, FAISS), list pages, file size, memory")
     ap.add_argument("--workdir", help="where gallery files go (default: a temporary folder, removed); with it the "
                     "library part's gallery and FAISS index are kept and reused")
     args = ap.parse_args()
@@ -233,6 +335,8 @@ def main() -> None:
             http_part(args, embedder, photos, work)
         if args.million:
             million_part(args, work)
+        if args.scale:
+            scale_part(args, work)
 
 
 if __name__ == "__main__":
