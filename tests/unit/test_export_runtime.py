@@ -422,3 +422,13 @@ def test_an_evaluation_with_nan_figures_exports_as_strict_json_with_nulls(tmp_pa
     assert value == 0.25 and source.endswith("over all pairs of its LFW evaluation on lfw")
     with pytest.raises(CosfaceError, match="FAR 0.1 could not be measured"):
         emb.threshold_at_far(0.1)
+
+
+@pytest.mark.parametrize("device", ["gpu", "cuda:", "CPU", "cuda:x"])
+def test_embedder_refuses_a_device_it_does_not_know_in_one_line(tmp_path, device):
+    """As --device does: torch would raise its own RuntimeError and ONNX Runtime would run the word as "auto"."""
+    onnx_path = pooling_onnx(tmp_path / "m.onnx", INFO.to_metadata())
+    ckpt_path = tiny_checkpoint(tmp_path / "m.pt")
+    for path in (onnx_path, ckpt_path):
+        with pytest.raises(CosfaceError, match="device must be auto, cpu, cuda or cuda:N"):
+            Embedder(path, device=device)
