@@ -432,3 +432,35 @@ def test_embedder_refuses_a_device_it_does_not_know_in_one_line(tmp_path, device
     for path in (onnx_path, ckpt_path):
         with pytest.raises(CosfaceError, match="device must be auto, cpu, cuda or cuda:N"):
             Embedder(path, device=device)
+
+
+@pytest.mark.parametrize("device, want", [("cuda:1", [("CUDAExecutionProvider", {"device_id": 1}), "CPUExecutionProvider"]),
+                                          ("cuda", [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]),
+                                          ("auto", [("CUDAExecutionProvider", {"device_id": 0}), "CPUExecutionProvider"]),
+                                          ("cpu", ["CPUExecutionProvider"])])
+def test_an_onnx_model_runs_on_the_gpu_the_device_names(tmp_path, monkeypatch, device, want):
+    # ONNX Runtime with a CUDA provider is stood in for: what matters is which providers the session is given.
+    import cosface.optional
+    from cosface.inference import models
+
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    class FakeOrt:
+        SessionOptions = type("SessionOptions", (), {})
+
+        @staticmethod
+        def get_available_providers():
+            return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+
+        @staticmethod
+        def InferenceSession(path, opts, providers):
+            seen.append(providers)
+            raise Stop("stop here")
+
+    monkeypatch.setattr(cosface.optional, "require", lambda module, extra=None, purpose="": FakeOrt)
+    with pytest.raises(CosfaceError):
+        models._open_onnx(tmp_path / "m.onnx", device)
+    assert seen == [want]

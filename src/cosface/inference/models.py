@@ -16,7 +16,7 @@ import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import numpy as np
 
@@ -285,12 +285,13 @@ def _open_onnx(path: Path, device: str, preprocessing: Preprocessing | None = No
 
     ort = require("onnxruntime", purpose="running ONNX models")
 
-    providers = ["CPUExecutionProvider"]
+    providers: list[Any] = ["CPUExecutionProvider"]
     has_cuda = "CUDAExecutionProvider" in ort.get_available_providers()
     if device.startswith("cuda") and not has_cuda:
         raise CosfaceError(f"device {device!r}: this onnxruntime has no CUDA execution provider (install onnxruntime-gpu)")
     if device != "cpu" and has_cuda:
-        providers.insert(0, "CUDAExecutionProvider")
+        index = int(device.split(":", 1)[1]) if device.startswith("cuda:") else 0   # cuda:N runs on GPU N
+        providers.insert(0, ("CUDAExecutionProvider", {"device_id": index}))
     opts = ort.SessionOptions()
     opts.log_severity_level = 3   # errors only: ORT's warnings about its own graph rewrites are not the user's
     try:
