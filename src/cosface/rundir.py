@@ -98,7 +98,8 @@ def _claim(directory: Path, resume: str | None, overwrite: bool, say) -> RunLock
         if found and resume is None:
             if not overwrite:
                 raise CosfaceError(f"run directory {directory} already holds a run ({found}); pass --resume auto to "
-                                   f"continue it, or --overwrite to start over (the old run is moved aside)")
+                                   f"continue it, or --overwrite to start over (the old run is moved aside; in Python: "
+                                   f"resume='auto' or overwrite=True)")
             say(f"--overwrite: moved the previous run in {directory} to {_move_aside(directory)}")
         for d in (directory, directory / "checkpoints"):
             for p in remove_stale_temp_files(d):

@@ -68,7 +68,8 @@ def test_overwrite_moves_the_old_run_aside(image_folder, tmp_path):
     train(tiny_config(image_folder), out, progress=False)
     old_metrics = (out / "metrics.jsonl").read_bytes()
     with pytest.raises(CosfaceError, match=r"already holds a run \(1 checkpoint\(s\), newest epoch_001.pt\); pass "
-                                           r"--resume auto to continue it, or --overwrite"):
+                                           r"--resume auto to continue it, or --overwrite .*in Python: "
+                                           r"resume='auto' or overwrite=True\)$"):
         train(tiny_config(image_folder), out, progress=False)
     assert (out / "metrics.jsonl").read_bytes() == old_metrics
     train(tiny_config(image_folder), out, progress=False, overwrite=True)
@@ -77,7 +78,7 @@ def test_overwrite_moves_the_old_run_aside(image_folder, tmp_path):
     assert (aside[0] / "checkpoints" / "epoch_001.pt").is_file()
     steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"step"' in x]
     assert [s["global_step"] for s in steps] == [1, 2, 3]    # a fresh log, not appended
-    # The Python API can start over too (its error names --overwrite).
+    # The Python API can start over too (its error names overwrite=True).
     import cosface
 
     cosface.train(tiny_config(image_folder), out=out, overwrite=True)
