@@ -44,12 +44,13 @@ _PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 MAX_PIXELS = 64_000_000
 # Icon containers decode more than their header declares: ICO decodes its largest embedded PNG or BMP while
 # *opening* (whatever size it really is), ICNS an embedded PNG of any size on load. Neither can be checked
-# against the pixel limit before decoding, so Pillow never opens them here.
-_UNBOUNDED_FORMATS = frozenset({"ICO", "ICNS"})
+# against the pixel limit before decoding, so Pillow never opens them here. Nor EPS: Pillow renders it by
+# running Ghostscript (where installed) on the file's PostScript, a program from whoever sent the file.
+_UNBOUNDED_FORMATS = frozenset({"ICO", "ICNS", "EPS"})
 
 
 def pillow_formats() -> list[str]:
-    """The formats Pillow may open for cosface: every one it reads but the icon containers above."""
+    """The formats Pillow may open for cosface: every one it reads but the icon containers and EPS above."""
     from PIL import Image
 
     Image.init()

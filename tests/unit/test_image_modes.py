@@ -179,3 +179,25 @@ def test_icon_containers_are_refused_without_decoding_their_hidden_image(fmt, mo
     with pytest.raises(NotAnImageError, match="not an image in a known format"):
         decode_photo(data, max_pixels=1_000_000)
     assert decoded == []
+
+
+def test_eps_is_never_handed_to_ghostscript(monkeypatch):
+    """Pillow renders EPS by running Ghostscript on the file's PostScript (a program from the sender); an
+    EPS upload is not an image here, and Ghostscript is never started, installed or not."""
+    from PIL import EpsImagePlugin
+
+    from cosface.faces.detect import NotAnImageError, decode_photo
+    from cosface.preprocess import decode_full, pillow_formats
+
+    started = []
+    monkeypatch.setattr(EpsImagePlugin, "Ghostscript", lambda *a, **k: started.append(a))
+    monkeypatch.setattr(EpsImagePlugin, "has_ghostscript", lambda: True)
+    data = (b"%!PS-Adobe-3.0 EPSF-3.0\n%%BoundingBox: 0 0 64 64\n%%EndComments\n"
+            b"0 0 moveto 64 64 lineto stroke\nshowpage\n%%EOF\n")
+    assert "EPS" not in pillow_formats() and "PNG" in pillow_formats()
+    for decode in (lambda: decode_image(data, S), lambda: decode_full(data, 1_000_000)):
+        with pytest.raises(ValueError, match="not an image in a known format"):
+            decode()
+    with pytest.raises(NotAnImageError, match="not an image in a known format"):
+        decode_photo(data)
+    assert started == []
