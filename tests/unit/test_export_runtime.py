@@ -424,6 +424,26 @@ def test_an_evaluation_with_nan_figures_exports_as_strict_json_with_nulls(tmp_pa
         emb.threshold_at_far(0.1)
 
 
+def test_a_nan_far_threshold_in_a_checkpoint_is_refused_naming_the_far_and_the_file(tmp_path, capsys):
+    """A NaN in `far_thresholds` (a degenerate evaluation) is not measurable, as null is: refused in one line
+    naming the FAR and the file, never a NaN threshold that calls every pair "different"."""
+    from cosface.cli import main
+
+    ev = {"protocol": "reference", "mean": 0.5, "std": 0.0, "thresholds": [0.2], "dataset": "lfw",
+          "verify_threshold": 0.25, "far_thresholds": {"0.1": float("nan"), "0.01": 0.3, "0.001": None}}
+    ckpt = tiny_checkpoint(tmp_path / "epoch_001.pt", evaluation=ev)
+    emb = Embedder(ckpt, device="cpu", detect=False)
+    with pytest.raises(CosfaceError, match=f"^{ckpt}: FAR 0.1 could not be measured on its evaluation's pairs "
+                                           f"\\(its stored threshold is nan, not a number\\)"):
+        emb.threshold_at_far(0.1)
+    assert emb.threshold_at_far(0.01) == 0.3
+    a, b = (write_png(tmp_path / f"{n}.png", solid(c, 16, 16)) for n, c in (("a", (255, 128, 128)), ("b", (250, 130, 128))))
+    capsys.readouterr()
+    assert main(["verify", "--model", str(ckpt), str(a), str(b), "--far", "0.1", "--no-detect"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and f"{ckpt}: FAR 0.1 could not be measured" in err[0]
+
+
 @pytest.mark.parametrize("device", ["gpu", "cuda:", "CPU", "cuda:x"])
 def test_embedder_refuses_a_device_it_does_not_know_in_one_line(tmp_path, device):
     """As --device does: torch would raise its own RuntimeError and ONNX Runtime would run the word as "auto"."""

@@ -8,6 +8,7 @@ says, with the training decoder.
 """
 from __future__ import annotations
 
+import math
 import os
 import sys
 from dataclasses import dataclass
@@ -178,10 +179,16 @@ class Embedder:
             have = ", ".join(stored) or "none"
             raise CosfaceError(f"{self.path} holds no threshold for FAR {key} (it has: {have}); evaluate your "
                                f"own pairs and use cosface.evaluation.threshold_at_far")
-        if stored[key] is None:
+        value = stored[key]
+        # null (written for a FAR its pairs could not measure) and NaN (a checkpoint of a degenerate
+        # evaluation) alike: no threshold, never one that calls every pair "different".
+        if value is None:
             raise CosfaceError(f"{self.path}: FAR {key} could not be measured on its evaluation's pairs "
                                f"(too few different-person pairs); pick a larger FAR")
-        return float(stored[key])
+        if not isinstance(value, (int, float)) or not math.isfinite(value):
+            raise CosfaceError(f"{self.path}: FAR {key} could not be measured on its evaluation's pairs (its stored "
+                               f"threshold is {value!r}, not a number); pick another FAR or give a threshold")
+        return float(value)
 
     def default_threshold(self) -> tuple[float, str]:
         """(threshold, where it came from).
