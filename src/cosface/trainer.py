@@ -172,7 +172,8 @@ class Trainer:
                              max_pixels=cfg.data.max_pixels)
         self._say(f"training {cfg.model.backbone} + {cfg.head.type} (s={cfg.head.s}, {margin_text(cfg.head)}) on {len(source)} images, "
                   f"{num_classes} classes, {rt.world_size} process(es) on {rt.device}; global batch {plan.global_batch}, "
-                  f"{plan.steps_per_epoch} steps/epoch, epochs {start_epoch + 1}..{cfg.train.epochs}")
+                  f"{plan.steps_per_epoch} steps/epoch"
+                  + (f", epochs {start_epoch + 1}..{cfg.train.epochs}" if start_epoch < cfg.train.epochs else ""))
 
         if start_epoch >= cfg.train.epochs:
             self._say(f"nothing to train: the checkpoint already holds {start_epoch} of train.epochs = {cfg.train.epochs}")

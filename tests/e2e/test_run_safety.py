@@ -63,6 +63,17 @@ def test_resume_auto_skips_checkpoints_that_are_broken_or_diverged(image_folder,
     assert result.last_checkpoint.name == "epoch_002.pt" and all_finite(result.last_checkpoint)
 
 
+def test_a_finished_run_resumed_says_nothing_is_left_without_an_empty_epoch_range(image_folder, tmp_path, capsys):
+    out = tmp_path / "run"
+    train(tiny_config(image_folder), out, progress=False)
+    capsys.readouterr()
+    train(tiny_config(image_folder), out, resume="auto", progress=False)
+    said = capsys.readouterr().out
+    start = next(line for line in said.splitlines() if line.startswith("training "))
+    assert start.endswith("steps/epoch") and "epochs 2..1" not in said
+    assert "nothing to train: the checkpoint already holds 1 of train.epochs = 1" in said
+
+
 def test_overwrite_moves_the_old_run_aside(image_folder, tmp_path):
     out = tmp_path / "run"
     train(tiny_config(image_folder), out, progress=False)
