@@ -45,6 +45,16 @@ class DivergenceWatch:
         self.lr = lr
         self.recent: deque[tuple[float, int]] = deque(maxlen=WINDOW)
 
+    def seed(self, recent) -> None:
+        """Start from a checkpoint's `recent_losses` ([loss, global step] pairs, oldest first), so a resumed
+        run compares against the losses logged before its save; None (older checkpoints) leaves it empty."""
+        for loss, step in recent or ():
+            self.recent.append((float(loss), int(step)))
+
+    def state(self) -> list[list[float]]:
+        """The window as [loss, global step] pairs, for the checkpoint."""
+        return [[loss, step] for loss, step in self.recent]
+
     def check(self, loss: float, global_step: int) -> None:
         if self.recent:
             low, at = min(self.recent)

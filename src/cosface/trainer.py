@@ -154,6 +154,8 @@ class Trainer:
             # same place in the same order.
             start_step = ckpt["epoch_samples"] // plan.global_batch
             self.resumed_loss = ckpt.get("epoch_loss")
+            # The divergence check picks up the logged losses the save saw (absent from older checkpoints).
+            self.divergence.seed(ckpt.get("recent_losses"))
             if ckpt["epoch_samples"] % plan.global_batch:
                 self._say(f"note: the saved position ({ckpt['epoch_samples']} images into epoch {start_epoch + 1}) is not a "
                           f"multiple of the new global batch {plan.global_batch}; resuming at step {start_step}")
@@ -309,7 +311,8 @@ class Trainer:
                 "config": portable_config(self.cfg.to_dict()), "num_classes": len(self.class_names), "class_names": self.class_names,
                 "preprocessing": self.prep.to_dict(), "epoch": epoch, "epoch_samples": epoch_samples,
                 "global_step": self.global_step, "world_size": self.rt.world_size, "rng": rng_state(),
-                "evaluation": evaluation, "validation": validation, "epoch_loss": epoch_loss, **state,
+                "evaluation": evaluation, "validation": validation, "epoch_loss": epoch_loss,
+                "recent_losses": self.divergence.state(), **state,
             }
             atomic_save(payload, path)
             self.last_checkpoint = path

@@ -63,6 +63,25 @@ def test_resume_auto_skips_checkpoints_that_are_broken_or_diverged(image_folder,
     assert result.last_checkpoint.name == "epoch_002.pt" and all_finite(result.last_checkpoint)
 
 
+def test_a_resumed_run_keeps_the_divergence_window_of_its_checkpoint(image_folder, tmp_path):
+    out = tmp_path / "run"
+    train(tiny_config(image_folder), out, progress=False)
+    path = out / "checkpoints" / "epoch_001.pt"
+    ck = load_checkpoint(path)
+    steps = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines() if '"step"' in x]
+    assert ck["recent_losses"] == [[pytest.approx(s["loss"]), s["global_step"]] for s in steps]
+    # Saved just after a far lower loss: the resumed run's first logged loss is a 10x rise, caught at once.
+    ck["recent_losses"] = [[1e-3, ck["global_step"]]]
+    atomic_save(ck, path)
+    with pytest.raises(CosfaceError, match=rf"training is diverging") as err:
+        train(tiny_config(image_folder, "train.epochs=2"), out, resume="auto", progress=False)
+    assert f"from 0.001 at global step {ck['global_step']} to " in str(err.value)
+    # A checkpoint from before the window was saved still resumes (the window starts empty).
+    del ck["recent_losses"]
+    atomic_save(ck, path)
+    assert train(tiny_config(image_folder, "train.epochs=2"), out, resume="auto", progress=False).epochs_done == 2
+
+
 def test_a_finished_run_resumed_says_nothing_is_left_without_an_empty_epoch_range(image_folder, tmp_path, capsys):
     out = tmp_path / "run"
     train(tiny_config(image_folder), out, progress=False)
