@@ -78,19 +78,47 @@ def checkpoint_problem(ckpt: dict) -> str | None:
     return None
 
 
-def latest_good_checkpoint(directory: str | Path, say: Callable[[str], None] = print) -> Path | None:
+def latest_good_checkpoint(directory: str | Path, say: Callable[[str], None] = print,
+                           fallback: Path | None = None) -> Path | None:
     """The newest checkpoint in `directory` that loads and holds only finite values; each newer one
-    that fails is reported through `say` and skipped."""
+    that fails is reported through `say` and skipped. When every `epoch_*.pt` fails, `fallback` (the run's
+    best.pt, a full copy of one save) is tried; it must also hold the training state to resume from.
+
+    None when the directory holds no checkpoint at all; a CosfaceError naming the skipped files when it
+    holds some but none is usable (starting over there would silently throw the run away)."""
+    skipped = []
     for path in reversed(list_checkpoints(directory)):
-        try:
-            problem = checkpoint_problem(load_checkpoint(path))
-        except CosfaceError as e:
-            problem = str(e)
+        problem = _resume_problem(path)
         if problem is None:
             return path
+        skipped.append(path)
         say(f"--resume auto: skipping {path}: {problem}")
+    if fallback is not None and fallback.exists():
+        problem = _resume_problem(fallback)
+        if problem is None:
+            if skipped:
+                say(f"--resume auto: every epoch_*.pt checkpoint in {directory} is unusable; resuming from "
+                    f"{fallback.name}, a full copy of the best save")
+            return fallback
+        skipped.append(fallback)
+        say(f"--resume auto: skipping {fallback}: {problem}")
+    if skipped:
+        raise CosfaceError(f"--resume auto: no usable checkpoint in {directory} (skipped "
+                           f"{', '.join(p.name for p in skipped)}); resume from a good file with --resume PATH, "
+                           f"or start over with --overwrite (the old run is moved aside)")
     return None
 
+
+def _resume_problem(path: Path) -> str | None:
+    """Why `path` cannot be resumed from (unreadable, non-finite, no training state), or None."""
+    try:
+        ckpt = load_checkpoint(path)
+    except CosfaceError as e:
+        return str(e)
+    missing = [k for k in ("epoch", "epoch_samples", "global_step", "optimizer", "rng") if k not in ckpt]
+    if missing:
+        return f"it holds no training state (no {', '.join(missing)})"
+    return checkpoint_problem(ckpt)
 
 
 def versions() -> dict:

@@ -32,7 +32,7 @@ from cosface.portable import portable_config, portable_path
 from cosface.preflight import DivergenceWatch, check_resume_config, data_warnings
 from cosface.rundir import claim_run_dir
 from cosface.schedules import learning_rate
-from cosface.selection import BestCheckpoint
+from cosface.selection import BEST_NAME, BestCheckpoint
 from cosface.step import build_optimizer, build_step
 from cosface.validation import split_validation, summary
 
@@ -161,7 +161,9 @@ class Trainer:
                           f"multiple of the new global batch {plan.global_batch}; resuming at step {start_step}")
             if start_step >= plan.steps_per_epoch:
                 start_epoch, start_step = start_epoch + 1, 0
-            self._say(f"resumed from {self.resumed_from} (epoch {start_epoch + 1}, step {start_step}, global step {self.global_step})")
+            copy = f", a copy of {ckpt['best']['copy_of']}" if isinstance(ckpt.get("best"), dict) else ""
+            self._say(f"resumed from {self.resumed_from}{copy} (epoch {start_epoch + 1}, step {start_step}, "
+                      f"global step {self.global_step})")
 
         self.model: Any = rt.wrap_backbone(backbone)
         self.autocast, self.scaler = self._amp_policy()
@@ -395,10 +397,17 @@ class Trainer:
             return None
         if resume == "auto":
             # Rank 0 chooses, so every rank loads the same file even if a save was in flight.
-            found = latest_good_checkpoint(self.ckpt_dir, say=self._say) if self.rt.is_main else None
-            chosen = self.rt.broadcast_object(str(found) if found else None)
+            found, error = None, None
+            if self.rt.is_main:
+                try:
+                    found = latest_good_checkpoint(self.ckpt_dir, say=self._say, fallback=self.ckpt_dir / BEST_NAME)
+                except CosfaceError as e:
+                    error = str(e)
+            chosen, error = self.rt.broadcast_object((str(found) if found else None, error))
+            if error is not None:
+                raise CosfaceError(error)
             if chosen is None:
-                self._say(f"--resume auto: no usable checkpoint in {self.ckpt_dir}; starting from scratch")
+                self._say(f"--resume auto: no checkpoint in {self.ckpt_dir}; starting from scratch")
                 return None
             path = Path(chosen)
         else:

@@ -117,6 +117,31 @@ def test_a_save_not_yet_copied_to_best_is_offered_again_on_resuming(tmp_path, mo
     assert [r["epoch"] for r in records if r["type"] == "best"] == [1]
 
 
+def test_resume_auto_falls_back_to_best_when_every_epoch_checkpoint_is_unusable(tmp_path, capsys):
+    data = write_image_folder(tmp_path / "data", classes=6, per_class=4, size=64)
+    cfg = tiny(data, "train.epochs=1", "data.val_identities=2", "checkpoint.select='val'", "model.input_size=32")
+    out = tmp_path / "run"
+    first = train(cfg, out, progress=False)
+    ckpts = out / "checkpoints"
+    (ckpts / "epoch_001.pt").write_bytes(b"PK\x03\x04 truncated")
+    capsys.readouterr()
+    resumed = train(cfg.replace(**{"train.epochs": 2}), out, resume="auto", progress=False)
+    said = capsys.readouterr().out
+    assert f"--resume auto: skipping {ckpts / 'epoch_001.pt'}: checkpoint" in said
+    assert f"every epoch_*.pt checkpoint in {ckpts} is unusable; resuming from best.pt" in said
+    assert (f"resumed from {ckpts / 'best.pt'}, a copy of epoch_001.pt (epoch 2, step 0, global step "
+            f"{first.global_step})") in said
+    assert resumed.last_checkpoint == ckpts / "epoch_002.pt" and resumed.global_step == 2 * first.global_step
+
+    # best.pt unusable too: one line naming every skipped file, not a silent fresh start.
+    (ckpts / "epoch_002.pt").write_bytes(b"PK\x03\x04 truncated")
+    (ckpts / "best.pt").write_bytes(b"")
+    with pytest.raises(CosfaceError, match=rf"^--resume auto: no usable checkpoint in {ckpts} \(skipped epoch_002.pt, "
+                                           rf"epoch_001.pt, best.pt\); resume from a good file with --resume PATH, "
+                                           rf"or start over with --overwrite"):
+        train(cfg.replace(**{"train.epochs": 3}), out, resume="auto", progress=False)
+
+
 def test_init_from_starts_a_new_head_and_keeps_the_frozen_backbone(tmp_path, capsys):
     data = write_image_folder(tmp_path / "data", classes=4, per_class=4)
     first = train(tiny(data, "train.epochs=1"), tmp_path / "a", progress=False)
