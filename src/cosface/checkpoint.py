@@ -78,28 +78,34 @@ def checkpoint_problem(ckpt: dict) -> str | None:
     return None
 
 
+def missing_training_state(ckpt: dict) -> list[str]:
+    """The keys a checkpoint needs to be resumed from (epoch, position, optimizer, RNG) that it lacks."""
+    return [k for k in ("epoch", "epoch_samples", "global_step", "optimizer", "rng") if k not in ckpt]
+
+
 def latest_good_checkpoint(directory: str | Path, say: Callable[[str], None] = print,
-                           fallback: Path | None = None) -> Path | None:
-    """The newest checkpoint in `directory` that loads and holds only finite values; each newer one
-    that fails is reported through `say` and skipped. When every `epoch_*.pt` fails, `fallback` (the run's
-    best.pt, a full copy of one save) is tried; it must also hold the training state to resume from.
+                           fallback: Path | None = None) -> tuple[Path, dict] | None:
+    """The newest checkpoint in `directory` that loads and holds only finite values, with its loaded
+    contents (so the caller need not read it again); each newer one that fails is reported through `say`
+    and skipped. When every `epoch_*.pt` fails, `fallback` (the run's best.pt, a full copy of one save) is
+    tried; it must also hold the training state to resume from.
 
     None when the directory holds no checkpoint at all; a CosfaceError naming the skipped files when it
     holds some but none is usable (starting over there would silently throw the run away)."""
     skipped = []
     for path in reversed(list_checkpoints(directory)):
-        problem = _resume_problem(path)
-        if problem is None:
-            return path
+        ckpt, problem = _load_for_resume(path)
+        if ckpt is not None:
+            return path, ckpt
         skipped.append(path)
         say(f"--resume auto: skipping {path}: {problem}")
     if fallback is not None and fallback.exists():
-        problem = _resume_problem(fallback)
-        if problem is None:
+        ckpt, problem = _load_for_resume(fallback)
+        if ckpt is not None:
             if skipped:
                 say(f"--resume auto: every epoch_*.pt checkpoint in {directory} is unusable; resuming from "
                     f"{fallback.name}, a full copy of the best save")
-            return fallback
+            return fallback, ckpt
         skipped.append(fallback)
         say(f"--resume auto: skipping {fallback}: {problem}")
     if skipped:
@@ -109,16 +115,16 @@ def latest_good_checkpoint(directory: str | Path, say: Callable[[str], None] = p
     return None
 
 
-def _resume_problem(path: Path) -> str | None:
-    """Why `path` cannot be resumed from (unreadable, non-finite, no training state), or None."""
+def _load_for_resume(path: Path) -> tuple[dict | None, str | None]:
+    """(the loaded checkpoint, None), or (None, why it cannot be resumed from: unreadable, no training
+    state, non-finite)."""
     try:
         ckpt = load_checkpoint(path)
     except CosfaceError as e:
-        return str(e)
-    missing = [k for k in ("epoch", "epoch_samples", "global_step", "optimizer", "rng") if k not in ckpt]
-    if missing:
-        return f"it holds no training state (no {', '.join(missing)})"
-    return checkpoint_problem(ckpt)
+        return None, str(e)
+    missing = missing_training_state(ckpt)
+    problem = f"it holds no training state (no {', '.join(missing)})" if missing else checkpoint_problem(ckpt)
+    return (None, problem) if problem else (ckpt, None)
 
 
 def versions() -> dict:

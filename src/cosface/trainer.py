@@ -14,7 +14,7 @@ import torch
 from cosface.backbones import build_backbone_for
 from cosface.checkpoint import (FORMAT, FORMAT_VERSION, atomic_save, checkpoint_config, checkpoint_name,
                                 checkpoint_problem, latest_good_checkpoint, list_checkpoints, load_checkpoint,
-                                nonfinite_entries, restore_training_state, rng_state, set_rng_state,
+                                missing_training_state, nonfinite_entries, restore_training_state, rng_state, set_rng_state,
                                 training_state, versions)
 from cosface.config import Config
 from cosface.data.dataset import Plan, make_loader
@@ -403,16 +403,18 @@ class Trainer:
                     found = latest_good_checkpoint(self.ckpt_dir, say=self._say, fallback=self.ckpt_dir / BEST_NAME)
                 except CosfaceError as e:
                     error = str(e)
-            chosen, error = self.rt.broadcast_object((str(found) if found else None, error))
+            chosen, error = self.rt.broadcast_object((str(found[0]) if found else None, error))
             if error is not None:
                 raise CosfaceError(error)
             if chosen is None:
                 self._say(f"--resume auto: no checkpoint in {self.ckpt_dir}; starting from scratch")
                 return None
-            path = Path(chosen)
+            self.resumed_from = Path(chosen)
+            if found is not None:        # rank 0 has read and checked it already
+                return found[1]
         else:
-            path = Path(resume)
-        self.resumed_from = path
+            self.resumed_from = Path(resume)
+        path = self.resumed_from
         ckpt = load_checkpoint(path)
         problem = checkpoint_problem(ckpt)
         if problem:
@@ -437,7 +439,7 @@ class Trainer:
                    if k not in ("init", "init_std") and getattr(old.head, k) != getattr(self.cfg.head, k)]
         if changed:
             self._say(f"note: resuming with a changed head policy: {', '.join(changed)}")
-        if "epoch_samples" not in ckpt or "optimizer" not in ckpt or "rng" not in ckpt:
+        if missing_training_state(ckpt):
             raise CosfaceError(f"checkpoint {self.resumed_from} holds no training state to resume from")
 
     def _report_bad(self, bad: list[str]) -> None:
