@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 import sys
 import typing
 from dataclasses import dataclass, field
@@ -163,6 +164,14 @@ class Config:
             lines.extend(f"{k} = {_toml_value(v)}" for k, v in values.items())
             lines.append("")
         return "\n".join(lines)
+
+
+DEVICE_NAMES = "auto, cpu, cuda or cuda:N"
+
+
+def is_device_name(text) -> bool:
+    """Whether `text` names a device that train.device, every --device and the Embedder accept (DEVICE_NAMES)."""
+    return isinstance(text, str) and (text in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", text) is not None)
 
 
 def _toml_value(v) -> str:
@@ -349,8 +358,7 @@ def validate(cfg: Config, source: str = "config") -> None:
     need(cfg.train.batch_size > 0, "train.batch_size", "must be > 0")
     need(cfg.train.accumulate > 0, "train.accumulate", "must be > 0")
     need(cfg.train.amp in ("none", "bf16", "fp16"), "train.amp", f"must be none, bf16 or fp16, got {cfg.train.amp!r}")
-    need(cfg.train.device == "auto" or cfg.train.device == "cpu" or cfg.train.device.startswith("cuda"),
-         "train.device", f"must be auto, cpu, cuda or cuda:N, got {cfg.train.device!r}")
+    need(is_device_name(cfg.train.device), "train.device", f"must be {DEVICE_NAMES}, got {cfg.train.device!r}")
     need(cfg.train.compile_mode in ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"),
          "train.compile_mode", f"must be default, reduce-overhead, max-autotune or max-autotune-no-cudagraphs, "
          f"got {cfg.train.compile_mode!r}")

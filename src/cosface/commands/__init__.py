@@ -2,7 +2,8 @@
 from __future__ import annotations
 
 import argparse
-import re
+
+from cosface.config import DEVICE_NAMES, is_device_name
 
 
 def device(text: str) -> str:
@@ -10,6 +11,6 @@ def device(text: str) -> str:
 
     Checked here so a typo is a usage error, not a torch traceback or a silent fall back to the CPU.
     """
-    if text in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", text):
+    if is_device_name(text):
         return text
-    raise argparse.ArgumentTypeError(f"expected auto, cpu, cuda or cuda:N, got {text!r}")
+    raise argparse.ArgumentTypeError(f"expected {DEVICE_NAMES}, got {text!r}")

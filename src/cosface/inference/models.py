@@ -12,7 +12,6 @@ import dataclasses
 import json
 import math
 import os
-import re
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import Any, Callable, Mapping
 import numpy as np
 
 from cosface import __version__
+from cosface.config import DEVICE_NAMES, is_device_name
 from cosface.errors import CosfaceError
 from cosface.preprocess import Preprocessing
 
@@ -343,9 +343,9 @@ def open_model(path: str | os.PathLike, device: str = "auto",
 
     `preprocessing` is for ONNX models that carry no cosface metadata (insightface's exports): their
     normalisation and channel order, the input size being read from the graph."""
-    if not isinstance(device, str) or not (device in ("auto", "cpu", "cuda") or re.fullmatch(r"cuda:\d+", device)):
+    if not is_device_name(device):
         # torch would raise its own RuntimeError, and ONNX Runtime would silently take any other word as "auto"
-        raise CosfaceError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+        raise CosfaceError(f"device must be {DEVICE_NAMES}, got {device!r}")
     kind = model_kind(path)
     if preprocessing is not None:
         if kind != "onnx":
