@@ -56,6 +56,14 @@ def far_measurable(far: float, n_different: int) -> bool:
     return _allowed(far, n_different) >= 1
 
 
+def check_cosine_threshold(value: float, what: str = "threshold") -> float:
+    """`value` when it can be a cosine decision threshold (-1..1); else a CosfaceError. NaN, which every
+    comparison fails, would call every pair different (or every face unknown) without a word."""
+    if not -1.0 <= value <= 1.0:
+        raise CosfaceError(f"{what} is a cosine, in -1..1; got {value}")
+    return value
+
+
 def threshold_at_far(scores, labels, far: float) -> float:
     """The lowest threshold at which at most floor(far * #different) different-person pairs score above it.
 

@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 
 from cosface.errors import CosfaceError
+from cosface.evaluation.metrics import check_cosine_threshold
 from cosface.gallery import search
 from cosface.gallery.search import ExactIndex, FaissIndex, faiss_available
 from cosface.gallery.store import PAGE_SIZE, GalleryStore, ModelIdentity, SubjectPage
@@ -162,8 +163,7 @@ class Gallery:
         """(Q, D) query embeddings -> one Identification per query: the top_k subjects, best first."""
         if top_k < 1:
             raise CosfaceError(f"top-k must be >= 1, got {top_k}")
-        if not -1.0 <= threshold <= 1.0:   # NaN would make every query 'unknown'
-            raise CosfaceError(f"threshold is a cosine, in -1..1; got {threshold}")
+        check_cosine_threshold(threshold)
         q = np.ascontiguousarray(embeddings, dtype=np.float32)
         if q.ndim != 2 or q.shape[1] != self.model.dim:
             raise CosfaceError(f"queries for gallery {self.path} must be (N, {self.model.dim}), got {q.shape}")

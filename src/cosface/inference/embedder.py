@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from cosface.errors import CosfaceError
+from cosface.evaluation.metrics import check_cosine_threshold
 from cosface.fsio import atomic_write, write_text
 from cosface.inference.models import check_output_width, open_model, require_kind
 from cosface.preprocess import Preprocessing, decode_image, image_size, normalize_numpy, resize, to_rgb8
@@ -217,8 +218,8 @@ class Embedder:
 
     def verify(self, a, b, threshold: float | None = None) -> Verification:
         """Compare two images; `threshold` None takes `default_threshold()`."""
-        if threshold is not None and not -1.0 <= threshold <= 1.0:   # NaN would make every pair 'different'
-            raise CosfaceError(f"threshold is a cosine, in -1..1; got {threshold}")
+        if threshold is not None:
+            check_cosine_threshold(threshold)
         value, source = (threshold, "given") if threshold is not None else self.default_threshold()
         pa, pb = self.prepare(a, 0), self.prepare(b, 1)
         return Verification(float(self.similarity(pa.image, pb.image)), value, source, (pa.how, pb.how))

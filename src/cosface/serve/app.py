@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from cosface.errors import CosfaceError
+from cosface.evaluation.metrics import check_cosine_threshold
 from cosface.gallery.photos import (MAX_PIXELS, NoFaceError, NotAnImageError, TooManyPixelsError, decode_photo,
                                     face_crops, thumbnail_jpeg)
 from cosface.gallery.store import PAGE_SIZE, GalleryBusyError, SubjectExistsError
@@ -546,9 +547,10 @@ def _threshold(inputs: Inputs, service: Service) -> tuple[float, str]:
         value = float(raw)
     except (TypeError, ValueError, OverflowError):   # OverflowError: an integer beyond float's range
         raise ApiError(400, "bad_request", f"'threshold' must be a number, got {raw!r}") from None
-    if not -1.0 <= value <= 1.0:
-        raise ApiError(400, "bad_request", f"'threshold' is a cosine, in -1..1; got {value}")
-    return value, "given"
+    try:
+        return check_cosine_threshold(value, "'threshold'"), "given"
+    except CosfaceError as e:
+        raise ApiError(400, "bad_request", str(e)) from None
 
 
 def _local_or_ip(host: str) -> bool:
