@@ -92,8 +92,9 @@ def _out_stems(photos: list[str], keep_all: bool) -> dict[str, str]:
         if s in owner:
             raise CosfaceError(f"photos {owner[s]!r} and {f!r} would be written to the same crop name; rename one")
         owner[s] = f
+    names = set(owner)
     for f, s in stems.items():
-        if keep_all and _face_suffixed(s, set(owner)):
+        if keep_all and _face_suffixed(s, names):
             raise CosfaceError(f"with --keep all, photo {f!r} would be written to the crop name of a face of photo "
                                f"{owner[s.rpartition('_')[0]]!r}; rename one")
     return stems
