@@ -3,10 +3,14 @@
 # A lent GPU machine has minutes: each stage runs under its own `timeout`, so a slow stage costs only
 # itself, and every figure is printed as soon as it is measured (a `RESULT ...` line) and collected.
 #
-# Stages (pick with --stages). The stage limits add up to ~17 minutes if every stage ran to its limit
-# (expected: well under 10), so on a machine with 10 minutes per command run two commands, each at most
-# ~8.5 minutes by its limits:   --stages step,tests   then   --stages data,loader,train,eval
-#   step    train-step images/s: eager / graph (CUDA graph) / compiled, fp32 / bf16, batch 128 / 512 / 1024
+# Stages (pick with --stages; they run in the order given). The stage limits add up to ~20 minutes if
+# every stage ran to its limit (expected: well under 10); --deadline SECONDS caps the whole run: each
+# stage's limit shrinks to the time left (20 s kept for the table) and a stage with under 15 s left is
+# skipped, so the table always comes back, e.g.
+#   --stages data,loader,train,step,eval,tests --deadline 420   then   --stages compiled,iresnet --deadline 300
+#   step    train-step images/s: eager / graph (CUDA graph), fp32 / bf16, batch 128 / 512 / 1024, and the
+#           blocked head (class chunks) at batch 512
+#   compiled the same step through torch.compile (Inductor), bf16 then fp32, batch 512 / 1024 / 128
 #   data    >= 50k synthetic 112x112 faces (`cosface synth`, every core) packed to RecordIO (`cosface pack`),
 #           plus an LFW-size synthetic evaluation set (13.5k images, 6,000 pairs)
 #   loader  the input pipeline alone: CPU workers (ring loader) and GPU decoding (nvImageCodec)
@@ -17,16 +21,17 @@
 #   iresnet iresnet50/100 + ArcFace (93,431 classes, MS1MV3-size) train step, bf16, channels_last,
 #           eager and compiled (not in the default list: add it, e.g. --stages step,tests,iresnet)
 #
-# Usage: bash benchmarks/gpu_check.sh [OUTDIR] [--stages a,b,...] [--cpu]
+# Usage: bash benchmarks/gpu_check.sh [OUTDIR] [--stages a,b,...] [--deadline SECONDS] [--cpu]
 #   --cpu   a dry run on a machine without a GPU: tiny sizes on the CPU, to check that every stage's
 #           commands and arguments work (figures meaningless; GPU-only parts report "skipped").
 # Wheels missing on the GPU machine (simplejpeg; nvImageCodec and its nvJPEG library for GPU decoding) are
 # installed from .whl/ when present: fill it beforehand with `make gpu-wheels` and carry `.whl`.
 set -u
-OUTDIR=gpu_out; STAGES=step,data,loader,train,eval,tests; DRY=0
+OUTDIR=gpu_out; STAGES=step,compiled,data,loader,train,eval,tests; DRY=0; DEADLINE=0
 while [ $# -gt 0 ]; do
   case "$1" in
     --stages) STAGES="$2"; shift 2;;
+    --deadline) DEADLINE="$2"; shift 2;;
     --cpu) DRY=1; shift;;
     -*) echo "unknown option $1" >&2; exit 2;;
     *) OUTDIR="$1"; shift;;
@@ -51,11 +56,15 @@ else
   LFW_PER=9; TRAIN_BATCH=512; WORKERS="4 8 14"; TRAIN_WORKERS=14; ITERS=20; WARM=5; EMBED_BATCH=1024; CLASSES=10572
 fi
 
-want() { case ",$STAGES," in *",$1,"*) return 0;; *) return 1;; esac; }
 # run_stage NAME SECONDS CMD...: the command under `timeout`, its output in OUTDIR/NAME.log (and on
 # screen), its RESULT lines collected, and one STATUS line (ok / failed rc / timed out) with its time.
 run_stage() {
   local name=$1 limit=$2; shift 2
+  if [ "$DEADLINE" -gt 0 ]; then
+    local left=$((DEADLINE - SECONDS - 20))
+    if [ $left -lt 15 ]; then echo "STATUS $name skipped (deadline: ${left}s left)" | tee -a "$RESULTS"; return; fi
+    [ $left -lt "$limit" ] && limit=$left
+  fi
   echo "== $name (limit ${limit}s): $*"
   local t0=$SECONDS
   timeout --kill-after=10 "$limit" "$@" 2>&1 | tee "$OUTDIR/$name.log"
@@ -73,35 +82,39 @@ print('data.decoder auto ->', resolve_decoder('auto', torch.device('$DEV'), note
   uptime; } | tee "$OUTDIR/machine.txt"
 
 # ---- stage: step ---------------------------------------------------------------------------------
-if want step; then
+stage_step() {
   run_stage step_eager_graph 120 $PY benchmarks/train_throughput.py --device $DEV --classes $CLASSES \
     --batch $BATCHES --dtype $DTYPES --variant $VARIANTS --optimizer fused --iters $ITERS --warmup $WARM
+  [ $DRY = 0 ] && run_stage step_blocked_head 45 $PY benchmarks/train_throughput.py --device $DEV --classes $CLASSES \
+    --batch 512 --dtype bf16 --variant eager graph --class-chunk 0 4096 --optimizer fused --iters $ITERS --warmup $WARM
+}
+
+# ---- stage: compiled -----------------------------------------------------------------------------
+stage_compiled() {
   if [ $DRY = 0 ]; then
     # Compilation takes tens of seconds per shape: the most useful shapes first, the rest as time allows.
     run_stage step_compiled 150 $PY benchmarks/train_throughput.py --device $DEV --classes $CLASSES \
       --batch 512 1024 128 --dtype bf16 fp32 --variant compiled --optimizer fused --iters $ITERS --warmup $WARM
-    run_stage step_blocked_head 45 $PY benchmarks/train_throughput.py --device $DEV --classes $CLASSES \
-      --batch 512 --dtype bf16 --variant eager graph --class-chunk 0 4096 --optimizer fused --iters $ITERS --warmup $WARM
   else
     echo "STATUS step_compiled skipped (Inductor on a CPU takes minutes; tests/unit/test_step.py traces it)" | tee -a "$RESULTS"
   fi
-fi
+}
 
 # ---- stage: data ---------------------------------------------------------------------------------
 SYN="$WORK/synth"; PACKED="$WORK/packed"
-if want data; then
+stage_data() {
   rm -rf "$SYN" "$PACKED"
   run_stage data_synth 90 $PY -m cosface synth "$SYN" --identities $IDS --images-per-identity $PER \
     --lfw-identities $LFW_IDS --lfw-images-per-identity $LFW_PER --quiet
   run_stage data_pack 60 $PY -m cosface pack "$SYN/train" -o "$PACKED" --quiet
-fi
+}
 
 # ---- stage: loader -------------------------------------------------------------------------------
-if want loader; then
+stage_loader() {
   GPU_DECODE=""; [ $DRY = 0 ] && GPU_DECODE="--gpu-decode"
   run_stage loader 60 $PY benchmarks/train_throughput.py --device $DEV --batch $TRAIN_BATCH --loader-only \
     --loader "$PACKED" --workers $WORKERS $GPU_DECODE --loader-batches 40
-fi
+}
 
 # ---- stage: train --------------------------------------------------------------------------------
 # train_run NAME DECODER STEP-SETTINGS...: 2 epochs on the packed set; the second epoch's images/s is the figure.
@@ -123,17 +136,17 @@ for r in epochs:
     print(f"RESULT train run={sys.argv[2]} epoch={r['epoch']} img_s={r['images_per_s']:.0f} ms={r['step_time_ms']:.2f}")
 PY
 }
-if want train; then
+stage_train() {
   if [ $DRY = 0 ]; then
     train_run cpu_graph cpu --set train.cuda_graph=true
     train_run gpu_graph gpu --set train.cuda_graph=true
   else
     train_run cpu_eager auto --set optim.implementation=fused
   fi
-fi
+}
 
 # ---- stage: eval ---------------------------------------------------------------------------------
-if want eval; then
+stage_eval() {
   CKPT=$(ls "$WORK"/run_*/checkpoints/*.pt 2>/dev/null | head -1)
   if [ -z "$CKPT" ]; then
     echo "STATUS eval skipped (no checkpoint: run the train stage first)" | tee -a "$RESULTS"
@@ -155,20 +168,25 @@ for task, log in (("lfw_end_to_end", "eval_lfw"), ("embed_folder", "eval_embed")
         print(f"RESULT eval task={task} images={n} img_s={n / s:.0f} seconds={s:.2f}")
 PY
   fi
-fi
+}
 
 # ---- stage: tests --------------------------------------------------------------------------------
-if want tests; then
+stage_tests() {
   run_stage tests 180 $PY -m pytest -q -p no:cacheprovider tests/gpu -rs
-fi
+}
 
 # ---- stage: iresnet ------------------------------------------------------------------------------
-if want iresnet; then
+stage_iresnet() {
   if [ $DRY = 1 ]; then RBATCH=4; RCLASSES=100; RVARIANTS="eager"; else RBATCH=128; RCLASSES=93431; RVARIANTS="eager compiled"; fi
   run_stage iresnet_step 300 $PY benchmarks/train_throughput.py --device $DEV --backbone iresnet50 iresnet100 \
     --head arcface --classes $RCLASSES --batch $RBATCH --dtype bf16 --variant $RVARIANTS --optimizer fused \
     --iters $ITERS --warmup $WARM
-fi
+}
+
+# ---- run the stages, in the order --stages names them ------------------------------------------------
+for st in ${STAGES//,/ }; do
+  if declare -F "stage_$st" >/dev/null; then "stage_$st"; else echo "STATUS $st unknown stage" | tee -a "$RESULTS"; fi
+done
 
 # ---- the table -------------------------------------------------------------------------------------
 $PY - "$RESULTS" <<'PY' | tee "$OUTDIR/table.txt"
