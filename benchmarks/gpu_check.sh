@@ -172,7 +172,7 @@ PY
 
 # ---- stage: tests --------------------------------------------------------------------------------
 stage_tests() {
-  run_stage tests 180 $PY -m pytest -q -p no:cacheprovider tests/gpu -rs
+  run_stage tests 300 $PY -m pytest -q -p no:cacheprovider tests/gpu -rs
 }
 
 # ---- stage: iresnet ------------------------------------------------------------------------------

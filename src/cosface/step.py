@@ -20,7 +20,7 @@ logging window ends.
 from __future__ import annotations
 
 import contextlib
-from typing import Callable
+from typing import Callable, ContextManager
 
 import torch
 
@@ -106,6 +106,13 @@ class GraphedStep:
     every batch from then on is a copy into the graph's input buffers plus one replay. Needs one
     process, train.accumulate = 1, no fp16 loss scaling and a batch of constant shape (the sampler
     drops the last partial batch, so every batch has train.batch_size images).
+
+    Other threads may use the GPU meanwhile (the GPU decoder's thread allocates and decodes there
+    between steps). A capture fails if any of them calls something a capture forbids (cudaMalloc,
+    a synchronisation): an H200 run with `data.decoder = "gpu"` failed so with
+    cudaErrorStreamCaptureInvalidated. So the capture holds only this thread to those rules
+    (capture_error_mode "thread_local"), and `capture_guard`, a context the trainer sets to the GPU
+    decoder's `quiet`, keeps the decoder's GPU work out of the capture altogether.
     """
 
     def __init__(self, loss_fn, optimizer, device: torch.device):
@@ -119,6 +126,7 @@ class GraphedStep:
         self.loss: torch.Tensor | None = None
         self.steps = 0
         self.stream = torch.cuda.Stream(device)
+        self.capture_guard: Callable[[], ContextManager] = contextlib.nullcontext
 
     def set_lr(self, lr: float) -> None:
         for g, t in zip(self.optimizer.param_groups, self.lrs):
@@ -148,7 +156,7 @@ class GraphedStep:
         self.static = tuple(t.clone() for t in (images, labels, flips))
         self.optimizer.zero_grad(set_to_none=True)   # backward inside the graph allocates the grads
         self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
+        with self.capture_guard(), torch.cuda.graph(self.graph, capture_error_mode="thread_local"):
             loss = self.loss_fn(*self.static)
             loss.backward()
             self.optimizer.step()

@@ -18,7 +18,7 @@ from cosface.checkpoint import (FORMAT, FORMAT_VERSION, atomic_save, checkpoint_
                                 training_state, versions)
 from cosface.config import Config
 from cosface.data.dataset import Plan, make_loader
-from cosface.data.gpu_decode import resolve_decoder
+from cosface.data.gpu_decode import GpuDecodeLoader, resolve_decoder
 from cosface.data.sources import open_source
 from cosface.errors import CosfaceError
 from cosface.finetune import FineTune
@@ -33,7 +33,7 @@ from cosface.preflight import DivergenceWatch, check_resume_config, data_warning
 from cosface.rundir import claim_run_dir
 from cosface.schedules import learning_rate
 from cosface.selection import BEST_NAME, BestCheckpoint
-from cosface.step import build_optimizer, build_step
+from cosface.step import GraphedStep, build_optimizer, build_step
 from cosface.validation import split_validation, summary
 
 if TYPE_CHECKING:
@@ -174,6 +174,8 @@ class Trainer:
                              prefetch=cfg.data.prefetch, pin_memory=rt.device.type == "cuda",
                              decoder=resolve_decoder(cfg.data.decoder, rt.device, note=self._say), device=rt.device,
                              max_pixels=cfg.data.max_pixels)
+        if isinstance(self.step, GraphedStep) and isinstance(loader, GpuDecodeLoader):
+            self.step.capture_guard = loader.quiet     # no decoding on the GPU while the step is captured
         self._say(f"training {cfg.model.backbone} + {cfg.head.type} (s={cfg.head.s}, {margin_text(cfg.head)}) on {len(source)} images, "
                   f"{num_classes} classes, {rt.world_size} process(es) on {rt.device}; global batch {plan.global_batch}, "
                   f"{plan.steps_per_epoch} steps/epoch"

@@ -52,3 +52,15 @@ def test_training_with_the_gpu_decoder(image_folder, tmp_path):
     cfg = load_config(None, [f"data.path='{image_folder}'", "train.device='cuda'", "data.decoder='gpu'",
                              "train.batch_size=4", "train.epochs=1", "checkpoint.save_start_epoch=1"])
     assert train(cfg, tmp_path / "run", progress=False).global_step == 6
+
+
+def test_cuda_graph_training_with_the_gpu_decoder(image_folder, tmp_path):
+    # The graph is captured at step GRAPH_WARMUP_STEPS + 1 while the decode thread runs ahead; without the
+    # loader's `quiet` the decoder's allocations invalidated the capture (an H200 run of gpu_check.sh).
+    from cosface.config import load_config
+    from cosface.trainer import train
+
+    cfg = load_config(None, [f"data.path='{image_folder}'", "train.device='cuda'", "data.decoder='gpu'",
+                             "train.cuda_graph=true", "train.amp='bf16'", "data.prefetch=4",
+                             "train.batch_size=2", "train.epochs=1", "checkpoint.save_start_epoch=1"])
+    assert train(cfg, tmp_path / "run", progress=False).global_step == 12

@@ -106,6 +106,32 @@ def test_gpu_loader_logic_order_labels_fallback_and_resize_on_a_cpu(image_folder
     it.close()
 
 
+def test_the_decode_thread_issues_no_gpu_work_while_the_loader_is_quiet(image_folder, monkeypatch):
+    # The CUDA-graph step captures inside `quiet()`: a capture fails when another thread allocates or
+    # synchronises on the GPU meanwhile (seen on an H200 with data.decoder = "gpu").
+    import threading
+
+    from cosface.data import gpu_decode
+
+    monkeypatch.setattr(gpu_decode, "require", lambda module, extra=None, purpose="": _FakeNvImgCodec)
+    src = ImageFolderSource(image_folder)
+    loader = gpu_decode.GpuDecodeLoader(src, EpochSampler(Plan(len(src), batch_size=4), rank=0, seed=0, flip=False),
+                                        112, CPU, prefetch=6)
+    loader.sampler.set_epoch(0)
+    decoded_before = loader._decoder.calls
+    got: list = []
+    with loader.quiet():
+        it = iter(loader)
+        first = threading.Thread(target=lambda: got.append(next(it)))
+        first.start()
+        first.join(0.5)
+        assert not got and loader._decoder.calls == decoded_before     # waiting, with room to run ahead
+    first.join(10)
+    assert len(got) == 1
+    rest = list(it)
+    assert len(rest) == len(loader) - 1 and loader._decoder.calls == decoded_before + len(src)
+
+
 # ---- the real nvImageCodec on a machine without a GPU --------------------------------------------
 # Its CPU codecs run anywhere, so the calls the GPU loader makes (CodeStream, DecodeParams, batched
 # decode on a stream) are checked against the installed release here, and so is the refusal of a

@@ -144,3 +144,28 @@ def test_impossible_combinations_are_named():
         Config().replace(**{"optim.implementation": "turbo"})
     with pytest.raises(CosfaceError, match="train.compile_mode"):
         Config().replace(**{"train.compile_mode": "fast"})
+
+
+def test_step_by_step_agreement_passes_a_true_variant_and_catches_a_stale_rate(monkeypatch):
+    # tests/gpu compares the CUDA graph, compiled and blocked-head steps with this harness; here it is
+    # shown to pass a variant that computes the same step and to fail one that keeps its first rate.
+    import step_agreement
+
+    cpu = torch.device("cpu")
+    losses, ref, moves, _ = step_agreement.step_by_step(cpu, {"optim.implementation": "fused"}, amp=False, steps=4,
+                                                        size=32, classes=50, batch=8, class_chunk=16)
+    assert torch.allclose(losses, ref, rtol=1e-5) and (moves < 1e-3).all(), (losses, ref, moves)
+
+    real_build = step_agreement.build_step
+
+    def first_rate_only(train_cfg, *args, **kwargs):
+        step = real_build(train_cfg, *args, **kwargs)
+        if kwargs.get("class_chunk"):                # the variant; the reference is built without one
+            set_lr, seen = step.set_lr, []
+            step.set_lr = lambda lr: None if seen else (seen.append(lr), set_lr(lr))
+        return step
+
+    monkeypatch.setattr(step_agreement, "build_step", first_rate_only)
+    losses, ref, moves, _ = step_agreement.step_by_step(cpu, {"optim.implementation": "fused"}, amp=False, steps=4,
+                                                        size=32, classes=50, batch=8, class_chunk=16)
+    assert moves[0] < 1e-3 and (moves[1:] > 0.5).all(), moves    # the loss alone would not show it

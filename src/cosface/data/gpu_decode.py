@@ -135,6 +135,15 @@ class GpuDecodeLoader:
         self._decoder = open_gpu_decoder(nvimgcodec, _device_index(device))
         self._params = decode_params(nvimgcodec)
         self._labels = torch.as_tensor(np.asarray(source.labels, dtype=np.int64))
+        # Held by the decode thread around each batch's GPU work (decode, copies, their wait, the
+        # buffers' release): whoever holds it knows the thread issues no GPU work meanwhile.
+        self._gpu_work = threading.Lock()
+
+    def quiet(self) -> threading.Lock:
+        """A context (the lock itself) inside which the decode thread issues no GPU work: it finishes the
+        batch it is decoding, then waits. The CUDA-graph step captures inside it (cosface.step.GraphedStep),
+        since a capture fails when another thread allocates or synchronises on the GPU meanwhile."""
+        return self._gpu_work
 
     def __len__(self) -> int:
         return len(self.sampler)
@@ -177,12 +186,12 @@ class GpuDecodeLoader:
                 if stop.is_set():
                     return
                 event = None
-                with torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
+                with self._gpu_work, torch.cuda.stream(stream) if stream is not None else contextlib.nullcontext():
                     batch = self._decode(idx, flips, stream)
                     if stream is not None:
                         event = torch.cuda.Event()
                         event.record(stream)
-                out.put((batch, event))
+                out.put((batch, event))                 # never blocks holding the lock
             out.put(None)
         except BaseException as e:            # surfaces in the training loop, not as a silent stall
             out.put(e)
