@@ -16,7 +16,8 @@
 #   loader  the input pipeline alone: CPU workers (ring loader) and GPU decoding (nvImageCodec)
 #   train   real `cosface train` runs on the packed set (CUDA-graph step, bf16, batch 512, 14 workers):
 #           2 epochs each, the second one timed, once per decoder
-#   eval    LFW end to end (`cosface eval`: decode + embed + protocol) and `cosface embed` over a folder
+#   eval    LFW end to end (`cosface eval`: decode + embed + protocol) and `cosface embed` over a folder, as
+#           commands (wall time, start-up included) and inside one process (benchmarks/eval_throughput.py)
 #   tests   the CUDA tests (tests/gpu)
 #   iresnet iresnet50/100 + ArcFace (93,431 classes, MS1MV3-size) train step, bf16, channels_last,
 #           eager and compiled (not in the default list: add it, e.g. --stages step,tests,iresnet)
@@ -161,12 +162,15 @@ stage_eval() {
     $PY - "$OUTDIR" "$NIMG" <<'PY' | tee -a "$RESULTS"
 import re, sys
 out, n = sys.argv[1], int(sys.argv[2])
-for task, log in (("lfw_end_to_end", "eval_lfw"), ("embed_folder", "eval_embed")):
+for task, log in (("lfw_command_wall", "eval_lfw"), ("embed_command_wall", "eval_embed")):
     m = re.findall(r"^ELAPSED ([0-9.]+)", open(f"{out}/{log}.log").read(), re.M)
     if m:
         s = float(m[-1])
         print(f"RESULT eval task={task} images={n} img_s={n / s:.0f} seconds={s:.2f}")
 PY
+    # The same work inside one process, start-up (import, CUDA initialisation, model load) reported apart.
+    run_stage eval_in_process 90 $PY benchmarks/eval_throughput.py --model "$CKPT" --lfw "$SYN/lfw" \
+      --folder "$SYN/lfw/lfw_align_112" --device $DEV --batch-size $EMBED_BATCH --repeat 3
   fi
 }
 

@@ -196,6 +196,19 @@ def normalize(batch, prep: Preprocessing = DEFAULT):
     return (x - prep.mean) / prep.std
 
 
+def model_input(images, prep: Preprocessing = DEFAULT, mirror: bool = False):
+    """(N, S, S, 3) uint8 RGB (torch tensor, any device) -> the model's (N, 3, S, S) float32 input, in
+    the model's channel order; with `mirror`, (2N, ...): the images, then their mirrors (flipped along
+    the width), the pair the LFW protocol embeds. The same arithmetic as normalize_numpy."""
+    import torch
+
+    if prep.channel_order == "BGR":
+        images = images.flip(-1)
+    if mirror:
+        images = torch.cat([images, images.flip(2)])
+    return normalize(images, prep)
+
+
 def normalize_numpy(batch: np.ndarray, prep: Preprocessing = DEFAULT) -> np.ndarray:
     """(N, H, W, 3) uint8 -> (N, 3, H, W) float32, for runtimes without torch (ONNX Runtime)."""
     x = batch.astype(np.float32).transpose(0, 3, 1, 2)

@@ -95,3 +95,23 @@ def test_torch_embed_fn_runs_in_eval_mode_and_restores_training():
     model.train()
     with torch.no_grad():
         assert not np.allclose(model(normalize(torch.from_numpy(batch))).numpy(), want, atol=1e-3)
+
+
+@pytest.mark.parametrize("order", ["RGB", "BGR"])
+def test_torch_embed_fn_mirrors_on_the_device_as_the_host_would(order):
+    # embed_images hands a torch embed_fn the B images alone (with_mirrors); any other embed_fn gets the
+    # host-made (2B) batch of images and mirrors. Both give the same rows.
+    from cosface.preprocess import Preprocessing
+
+    torch.manual_seed(0)
+    model = TinyNet().eval()
+    fn = torch_embed_fn(model, prep=Preprocessing(channel_order=order))
+    assert hasattr(fn, "with_mirrors")
+    rng = np.random.default_rng(0)
+    src = CountingSource([simplejpeg.encode_jpeg(rng.integers(0, 256, (112, 112, 3), dtype=np.uint8), quality=95,
+                                                 colorspace="RGB") for _ in range(5)])
+    fast = embed_images(fn, src, batch_size=2, progress=False, workers=2)
+    host = embed_images(lambda b: fn(b), src, batch_size=2, progress=False, workers=2)
+    assert fast.shape == host.shape == (5, 10)
+    np.testing.assert_allclose(fast, host, rtol=1e-5, atol=1e-6)
+    assert not np.allclose(fast[:, :5], fast[:, 5:], atol=1e-3)     # the mirror really is another image

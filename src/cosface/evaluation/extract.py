@@ -78,6 +78,8 @@ def embed_images(
     workers = workers or min(8, os.cpu_count() or 1)
     batches = [range(s, min(s + batch_size, n)) for s in range(0, n, batch_size)]
     out = None
+    # An embed_fn may take the B images alone and add their mirrors itself (torch_embed_fn: on the device).
+    with_mirrors = getattr(embed_fn, "with_mirrors", None)
 
     from tqdm import tqdm
 
@@ -96,8 +98,10 @@ def embed_images(
             if nxt is not None:
                 pending.append((nxt, pool.submit(_decode_batch, source, nxt, size)))
             batch = fut.result()
-            both = np.concatenate([batch, batch[:, :, ::-1]])        # (2B, H, W, 3), mirror = flip along W
-            emb = np.asarray(embed_fn(both))
+            if with_mirrors is not None:
+                emb = np.asarray(with_mirrors(batch))
+            else:
+                emb = np.asarray(embed_fn(np.concatenate([batch, batch[:, :, ::-1]])))   # mirror = flip along W
             if emb.ndim != 2 or emb.shape[0] != 2 * len(idx):
                 raise CosfaceError(f"embed_fn returned shape {emb.shape} for a batch of {2 * len(idx)} images")
             if out is None:
@@ -118,25 +122,47 @@ def torch_embed_fn(model, device=None, prep: Preprocessing = DEFAULT) -> EmbedFn
     """
     import torch
 
-    from cosface.preprocess import normalize
-
     if device is None:
         device = next(model.parameters()).device
-    device = torch.device(device)
+    return _TorchEmbed(model, torch.device(device), prep)
 
-    def embed(batch: np.ndarray) -> np.ndarray:
-        was_training = model.training
-        model.eval()
+
+class _TorchEmbed:
+    """torch_embed_fn's embed_fn; `with_mirrors(batch)` embeds a batch and its mirrors in one call, the
+    mirrors made on the device from one (page-locked, on CUDA) copy of the uint8 batch."""
+
+    def __init__(self, model, device, prep: Preprocessing):
+        self.model, self.device, self.prep = model, device, prep
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        return self._run(batch, mirror=False)
+
+    def with_mirrors(self, batch: np.ndarray) -> np.ndarray:
+        """(B, H, W, 3) uint8 -> (2B, D): the images' features, then their mirrors'."""
+        return self._run(batch, mirror=True)
+
+    def _run(self, batch: np.ndarray, mirror: bool) -> np.ndarray:
+        was_training = self.model.training
+        self.model.eval()
         try:
-            with torch.inference_mode():
-                x = torch.from_numpy(batch).to(device, non_blocking=True)
-                if prep.channel_order == "BGR":
-                    x = x.flip(-1)
-                return model(normalize(x, prep)).float().cpu().numpy()
+            return embed_uint8(self.model, self.device, self.prep, batch, mirror)
         finally:
-            model.train(was_training)
+            self.model.train(was_training)
 
-    return embed
+
+def embed_uint8(model, device, prep: Preprocessing, batch: np.ndarray, mirror: bool = False) -> np.ndarray:
+    """A torch model's raw (N, D) float32 features of (N, S, S, 3) uint8 RGB images, or (2N, D) with
+    `mirror` (the images, then their mirrors). Only bytes cross to the device (page-locked on CUDA);
+    channel order, mirror and normalisation happen there (cosface.preprocess.model_input)."""
+    import torch
+
+    from cosface.preprocess import model_input
+
+    with torch.inference_mode():
+        x = torch.from_numpy(np.ascontiguousarray(batch))
+        if device.type == "cuda":
+            x = x.pin_memory().to(device, non_blocking=True)
+        return model(model_input(x, prep, mirror)).float().cpu().numpy()
 
 
 def checkpoint_embed_fn(path: str | os.PathLike, device: str = "auto") -> tuple[EmbedFn, Preprocessing]:

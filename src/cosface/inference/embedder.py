@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -124,27 +125,58 @@ class Embedder:
             batch = np.stack([resize(im, prep.size) for im in batch])
         if prep.channel_order == "BGR":
             batch = batch[..., ::-1]
-        out = np.asarray(self._run(normalize_numpy(batch, prep)), dtype=np.float32)   # (N, D)
-        if out.ndim != 2 or len(out) != len(batch):
-            raise CosfaceError(f"{self.path}: the model returns shape {out.shape} for {len(batch)} images; "
+        return self._checked(self._run(normalize_numpy(batch, prep)), len(batch))
+
+    def _checked(self, out, n: int) -> np.ndarray:
+        """The model's (n, D) float32 output, or an error naming the file when it has another shape."""
+        out = np.asarray(out, dtype=np.float32)
+        if out.ndim != 2 or len(out) != n:
+            raise CosfaceError(f"{self.path}: the model returns shape {out.shape} for {n} images; "
                                f"expected (N, {self.info.embedding_size})")
         check_output_width(self.path, out.shape[1], self.info.embedding_size)
         return out
+
+    def _prepared_batches(self, items: list):
+        """Each batch's Prepared inputs, in order. Several images are read, decoded (and, for photos,
+        searched for faces) on worker threads, the next batch while the model runs on this one; errors
+        surface in input order, as one at a time would raise them."""
+        n, size = len(items), self.batch_size
+        starts = range(0, n, size)
+        if n <= 1:
+            for s in starts:
+                yield [self.prepare(items[i], i) for i in range(s, min(s + size, n))]
+            return
+        with ThreadPoolExecutor(min(8, os.cpu_count() or 1), thread_name_prefix="cosface-embed") as pool:
+            def submit(s: int) -> list:
+                return [pool.submit(self.prepare, items[i], i) for i in range(s, min(s + size, n))]
+
+            pending = submit(0)
+            for s in starts:
+                following = submit(s + size) if s + size < n else []
+                try:
+                    yield [f.result() for f in pending]
+                except BaseException:
+                    for f in following:
+                        f.cancel()
+                    raise
+                pending = following
 
     def embed(self, images, *, flip: bool = True) -> np.ndarray:
         """-> (N, 2D) float32 L2-normalised [f(image), f(mirror)] rows; (N, D) f(image) with flip=False."""
         items = [images] if _is_single(images) else list(images)
         resized: list[str] = []
         out = []
-        for s in range(0, len(items), self.batch_size):
-            prepared = [self.prepare(x, s + j) for j, x in enumerate(items[s:s + self.batch_size])]
+        from_uint8 = getattr(self._run, "from_uint8", None)   # torch models: normalise and mirror where they run
+        for prepared in self._prepared_batches(items):
             resized += [p.resized_from for p in prepared if p.resized_from]
-            batch = np.stack([p.image for p in prepared])
-            if flip:
-                f = self.features(np.concatenate([batch, batch[:, :, ::-1]]))   # mirror = flip along W
-                f = np.concatenate([f[:len(batch)], f[len(batch):]], axis=1)   # (B, 2D)
+            batch = np.stack([p.image for p in prepared])                  # (B, S, S, 3) uint8 at the model's size
+            b = len(batch)
+            if from_uint8 is not None:
+                f = self._checked(from_uint8(batch, self.info.preprocessing, flip), 2 * b if flip else b)
             else:
-                f = self.features(batch)
+                f = self.features(np.concatenate([batch, batch[:, :, ::-1]]) if flip else batch)   # mirror = flip along W
+            if flip:
+                f = np.concatenate([f[:b], f[b:]], axis=1)                # (B, 2D)
             out.append(f / np.maximum(np.linalg.norm(f, axis=1, keepdims=True), 1e-12))
         if resized and not self.quiet:
             size = self.info.preprocessing.size
