@@ -15,7 +15,7 @@
 #           plus an LFW-size synthetic evaluation set (13.5k images, 6,000 pairs)
 #   loader  the input pipeline alone: CPU workers (ring loader) and GPU decoding (nvImageCodec)
 #   train   real `cosface train` runs on the packed set (CUDA-graph step, bf16, batch 512, 14 workers):
-#           2 epochs each, the second one timed, once per decoder
+#           2 epochs each, the second one timed: once per decoder, and compiled + graph (CPU decoding)
 #   eval    LFW end to end (`cosface eval`: decode + embed + protocol) and `cosface embed` over a folder, as
 #           commands (wall time, start-up included) and inside one process (benchmarks/eval_throughput.py)
 #   tests   the CUDA tests (tests/gpu)
@@ -118,12 +118,12 @@ stage_loader() {
 }
 
 # ---- stage: train --------------------------------------------------------------------------------
-# train_run NAME DECODER STEP-SETTINGS...: 2 epochs on the packed set; the second epoch's images/s is the figure.
+# train_run NAME DECODER LIMIT STEP-SETTINGS...: 2 epochs on the packed set; the second epoch's images/s is the figure.
 train_run() {
-  local name=$1 decoder=$2; shift 2
+  local name=$1 decoder=$2 limit=$3; shift 3
   local amp=bf16; [ $DRY = 1 ] && amp=none
   rm -rf "$WORK/run_$name"
-  run_stage "train_$name" 90 $PY -m cosface train --data "$PACKED" --out "$WORK/run_$name" --no-progress \
+  run_stage "train_$name" "$limit" $PY -m cosface train --data "$PACKED" --out "$WORK/run_$name" --no-progress \
     --set train.device=$DEV --set train.amp=$amp --set train.batch_size=$TRAIN_BATCH \
     --set data.workers=$TRAIN_WORKERS --set data.decoder=$decoder --set train.epochs=2 \
     --set checkpoint.save_start_epoch=2 --set train.log_every=20 "$@"
@@ -139,10 +139,13 @@ PY
 }
 stage_train() {
   if [ $DRY = 0 ]; then
-    train_run cpu_graph cpu --set train.cuda_graph=true
-    train_run gpu_graph gpu --set train.cuda_graph=true
+    train_run cpu_graph cpu 90 --set train.cuda_graph=true
+    train_run gpu_graph gpu 90 --set train.cuda_graph=true
+    # Inductor fuses the BatchNorm/PReLU/residual element-wise work the eager step is bound by; compiling
+    # MobileFaceNet's forward and backward takes about a minute before the first step.
+    train_run cpu_compiled_graph cpu 180 --set train.cuda_graph=true --set train.compile=true
   else
-    train_run cpu_eager auto --set optim.implementation=fused
+    train_run cpu_eager auto 90 --set optim.implementation=fused
   fi
 }
 
