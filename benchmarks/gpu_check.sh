@@ -86,6 +86,10 @@ print('data.decoder auto ->', resolve_decoder('auto', torch.device('$DEV'), note
 stage_step() {
   run_stage step_eager_graph 120 $PY benchmarks/train_throughput.py --device $DEV --classes $CLASSES \
     --batch $BATCHES --dtype $DTYPES --variant $VARIANTS --optimizer fused --iters $ITERS --warmup $WARM
+  # cuDNN's timed algorithm choice (train.cudnn_benchmark) against its heuristics, where the GPU is busy
+  run_stage step_cudnn_benchmark 60 $PY benchmarks/train_throughput.py --device $DEV --classes $CLASSES \
+    --batch $(echo $BATCHES | awk '{print $NF}') --dtype bf16 --variant eager graph --cudnn-benchmark off on \
+    --optimizer fused --iters $ITERS --warmup $WARM
   [ $DRY = 0 ] && run_stage step_blocked_head 45 $PY benchmarks/train_throughput.py --device $DEV --classes $CLASSES \
     --batch 512 --dtype bf16 --variant eager graph --class-chunk 0 4096 --optimizer fused --iters $ITERS --warmup $WARM
 }
@@ -201,14 +205,14 @@ import sys
 rows = [l.split() for l in open(sys.argv[1]) if l.strip()]
 def kv(parts):
     return dict(p.split("=", 1) for p in parts if "=" in p)
-print(f"{'what':<10} {'configuration':<52} {'images/s':>10} {'ms/step or s':>13}")
+print(f"{'what':<10} {'configuration':<68} {'images/s':>10} {'ms/step or s':>13}")
 for r in rows:
     if r[0] == "RESULT":
         d = kv(r[2:])
         what = r[1]
         rate = d.pop("img_s", "failed" if "failed" in r else "")
         ms = d.pop("ms", d.pop("seconds", ""))
-        print(f"{what:<10} {' '.join(f'{k}={v}' for k, v in d.items()):<52} {rate:>10} {ms:>13}")
+        print(f"{what:<10} {' '.join(f'{k}={v}' for k, v in d.items()):<68} {rate:>10} {ms:>13}")
 print()
 for r in rows:
     if r[0] == "STATUS":

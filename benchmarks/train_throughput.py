@@ -109,6 +109,8 @@ def main() -> None:
     ap.add_argument("--compile-mode", default="default",
                     choices=["default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs"])
     ap.add_argument("--class-chunk", type=int, nargs="+", default=[0], help="0 = plain head logits")
+    ap.add_argument("--cudnn-benchmark", nargs="+", default=["off"], choices=["off", "on"],
+                    help="torch.backends.cudnn.benchmark (train.cudnn_benchmark): off = cuDNN's heuristics")
     ap.add_argument("--optimizer", default="auto", choices=["auto", "for-loop", "foreach", "fused"])
     ap.add_argument("--classes", type=int, default=10572)
     ap.add_argument("--warmup", type=int, default=3)
@@ -125,23 +127,26 @@ def main() -> None:
     device = torch.device(args.device)
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
     print(f"# {', '.join(args.backbone)} + {args.head}({args.classes} classes) train step on {name}, torch {torch.__version__}")
-    print(f"{'backbone':>13} {'batch':>6} {'dtype':>5} {'layout':>13} {'variant':>9} {'chunk':>6} {'ms/step':>9} {'img/s':>9}")
+    print(f"{'backbone':>13} {'batch':>6} {'dtype':>5} {'layout':>13} {'variant':>9} {'chunk':>6} {'cudnn':>5} "
+          f"{'ms/step':>9} {'img/s':>9}")
     combos = [] if args.loader_only else itertools.product(args.backbone, args.batch, args.dtype, args.layout,
-                                                           args.variant, args.class_chunk)
-    for bb, batch, dtype, layout, variant, chunk in combos:
+                                                           args.variant, args.class_chunk, args.cudnn_benchmark)
+    for bb, batch, dtype, layout, variant, chunk, cudnn in combos:
+        torch.backends.cudnn.benchmark = cudnn == "on"
         try:
             step = make_step(bb, batch, args.classes, device, dtype, layout == "channels_last", variant,
                              args.compile_mode, chunk, args.optimizer, args.head)
             warm = args.warmup + (3 if variant == "compiled" else 0) + (GRAPH_WARMUP_STEPS + 1 if variant == "graph" else 0)
             sec = measure(step, device, warm, args.iters)
         except Exception as e:   # one failing variant must not hide the others' figures
-            print(f"{bb:>13} {batch:>6} {dtype:>5} {layout:>13} {variant:>9} {chunk:>6}  failed: {type(e).__name__}: "
-                  f"{str(e).splitlines()[0] if str(e) else ''}", flush=True)
-            print(f"RESULT step backbone={bb} batch={batch} dtype={dtype} variant={variant} chunk={chunk} failed", flush=True)
+            print(f"{bb:>13} {batch:>6} {dtype:>5} {layout:>13} {variant:>9} {chunk:>6} {cudnn:>5}  failed: "
+                  f"{type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}", flush=True)
+            print(f"RESULT step backbone={bb} batch={batch} dtype={dtype} variant={variant} chunk={chunk} cudnn={cudnn} "
+                  f"failed", flush=True)
             continue
-        print(f"{bb:>13} {batch:>6} {dtype:>5} {layout:>13} {variant:>9} {chunk:>6} {1000 * sec:>9.1f} {batch / sec:>9.0f}",
-              flush=True)
-        print(f"RESULT step backbone={bb} batch={batch} dtype={dtype} variant={variant} chunk={chunk} "
+        print(f"{bb:>13} {batch:>6} {dtype:>5} {layout:>13} {variant:>9} {chunk:>6} {cudnn:>5} {1000 * sec:>9.1f} "
+              f"{batch / sec:>9.0f}", flush=True)
+        print(f"RESULT step backbone={bb} batch={batch} dtype={dtype} variant={variant} chunk={chunk} cudnn={cudnn} "
               f"img_s={batch / sec:.0f} ms={1000 * sec:.2f}", flush=True)
         del step
         if device.type == "cuda":

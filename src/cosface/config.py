@@ -104,6 +104,7 @@ class TrainConfig:
     compile: bool = False
     compile_mode: str = "default"   # default | reduce-overhead | max-autotune | max-autotune-no-cudagraphs
     cuda_graph: bool = False     # capture the whole step as one CUDA graph (CUDA, one process)
+    cudnn_benchmark: bool = False   # CUDA: cuDNN times its convolution algorithms for the batch's shape once
     log_every: int = 50          # steps between metrics.jsonl records
     # Multi-process runs: a collective that waits longer than this fails (a dead or stalled rank)
     # instead of hanging; must exceed rank 0's longest solo phase (checkpoint write + evaluation).

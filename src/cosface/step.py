@@ -9,6 +9,8 @@ on the same batches); they differ in how the work reaches the device:
   function below), so Inductor fuses normalisation, flip, the network and the margin loss.
 * `head.class_chunk`: the head's normalise -> matmul -> margin -> cross-entropy over blocks of
   classes (cosface.margin_ce), never holding the (B, C) logits.
+* `train.cudnn_benchmark` (CUDA): cuDNN times its convolution algorithms for each new input shape
+  and keeps the fastest (training has one batch shape), instead of picking by heuristics.
 * `train.cuda_graph` (CUDA): the whole step, optimizer included, captured once into a CUDA graph and
   replayed, so a step costs one launch instead of hundreds (MobileFaceNet's small kernels leave a
   GPU launch-bound at batch 128). The batch is copied into fixed input buffers; the learning rate is a
@@ -33,6 +35,17 @@ COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-
 # Eager steps before a CUDA graph is captured: cuDNN picks its algorithms, the optimizer creates its
 # momentum buffers and the allocator settles, all on real batches (they are ordinary training steps).
 GRAPH_WARMUP_STEPS = 3
+
+
+@contextlib.contextmanager
+def cudnn_benchmark(on: bool):
+    """torch.backends.cudnn.benchmark = `on` inside the block, the previous setting after it."""
+    previous = torch.backends.cudnn.benchmark
+    torch.backends.cudnn.benchmark = on
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.benchmark = previous
 
 
 def build_optimizer(params, optim_cfg, cuda_graph: bool = False) -> torch.optim.SGD:

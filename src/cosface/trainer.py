@@ -33,7 +33,7 @@ from cosface.preflight import DivergenceWatch, check_resume_config, data_warning
 from cosface.rundir import claim_run_dir
 from cosface.schedules import learning_rate
 from cosface.selection import BEST_NAME, BestCheckpoint
-from cosface.step import GraphedStep, build_optimizer, build_step
+from cosface.step import GraphedStep, build_optimizer, build_step, cudnn_benchmark
 from cosface.validation import split_validation, summary
 
 if TYPE_CHECKING:
@@ -64,7 +64,8 @@ def train(cfg: Config, out_dir: str | Path, resume: str | None = None, progress:
     check_log_extras(cfg.log)
     runtime = setup_runtime(cfg.train.device, cfg.train.timeout_s)
     try:
-        with runtime.failing_clearly(), claim_run_dir(out_dir, runtime, resume, overwrite):
+        with runtime.failing_clearly(), claim_run_dir(out_dir, runtime, resume, overwrite), \
+                cudnn_benchmark(cfg.train.cudnn_benchmark):
             return Trainer(cfg, Path(out_dir), runtime, progress).run(resume)
     finally:
         runtime.close()

@@ -169,3 +169,18 @@ def test_step_by_step_agreement_passes_a_true_variant_and_catches_a_stale_rate(m
     losses, ref, moves, _ = step_agreement.step_by_step(cpu, {"optim.implementation": "fused"}, amp=False, steps=4,
                                                         size=32, classes=50, batch=8, class_chunk=16)
     assert moves[0] < 1e-3 and (moves[1:] > 0.5).all(), moves    # the loss alone would not show it
+
+
+def test_train_cudnn_benchmark_holds_for_the_run_and_is_restored_after(monkeypatch, image_folder, tmp_path):
+    from cosface import trainer
+    from cosface.config import load_config
+
+    seen = []
+    monkeypatch.setattr(trainer.Trainer, "run", lambda self, resume: seen.append(torch.backends.cudnn.benchmark))
+    before = torch.backends.cudnn.benchmark
+    for on in (True, False):
+        cfg = load_config(None, [f"data.path='{image_folder}'", f"train.cudnn_benchmark={str(on).lower()}",
+                                 "data.workers=0"])
+        trainer.train(cfg, tmp_path / f"run_{on}", progress=False)
+        assert torch.backends.cudnn.benchmark == before
+    assert seen == [True, False]
