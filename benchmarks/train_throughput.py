@@ -63,7 +63,7 @@ def make_step(backbone_name: str, batch: int, classes: int, device: torch.device
 
 
 def measure(step, device: torch.device, warmup: int, iters: int) -> float:
-    """Seconds per step, after warm-up (compilation, allocator, cuDNN autotuning)."""
+    """Seconds per step, after warm-up (compilation, the allocator, cuDNN's algorithm timing when it is on)."""
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
     for _ in range(warmup):
         step()
