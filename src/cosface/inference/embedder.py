@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import os
 import sys
+import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -139,16 +140,33 @@ class Embedder:
     def _prepared_batches(self, items: list):
         """Each batch's Prepared inputs, in order. Several images are read, decoded (and, for photos,
         searched for faces) on worker threads, the next batch while the model runs on this one; errors
-        surface in input order, as one at a time would raise them."""
+        surface in input order, as one at a time would raise them, and the first one ends the call
+        without waiting for the images queued after it."""
         n, size = len(items), self.batch_size
         starts = range(0, n, size)
-        if n <= 1:
+        side = self.info.preprocessing.size
+        # Arrays already at the model's size (cosface serve's crops) need no reading, decoding or detection.
+        if n <= 1 or all(isinstance(x, np.ndarray) and x.shape[:2] == (side, side) for x in items):
             for s in starts:
                 yield [self.prepare(items[i], i) for i in range(s, min(s + size, n))]
             return
+        # Pillow reads a lazily opened image's file on its first use, unsafely from two threads at once:
+        # the same PIL image given twice is loaded under its own lock.
+        loading: dict[int, threading.Lock] = {}
+
+        def prepare(item, i: int) -> Prepared:
+            lock = loading.get(id(item))
+            if lock is not None:
+                with lock:
+                    item.load()
+            return self.prepare(item, i)
+
         with ThreadPoolExecutor(min(8, os.cpu_count() or 1), thread_name_prefix="cosface-embed") as pool:
             def submit(s: int) -> list:
-                return [pool.submit(self.prepare, items[i], i) for i in range(s, min(s + size, n))]
+                for i in range(s, min(s + size, n)):
+                    if _is_pil(items[i]):
+                        loading.setdefault(id(items[i]), threading.Lock())
+                return [pool.submit(prepare, items[i], i) for i in range(s, min(s + size, n))]
 
             pending = submit(0)
             for s in starts:
@@ -156,7 +174,7 @@ class Embedder:
                 try:
                     yield [f.result() for f in pending]
                 except BaseException:
-                    for f in following:
+                    for f in pending + following:      # the rest of this batch and the next: not started
                         f.cancel()
                     raise
                 pending = following
