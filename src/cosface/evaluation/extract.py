@@ -160,8 +160,8 @@ def embed_uint8(model, device, prep: Preprocessing, batch: np.ndarray, mirror: b
 
     with torch.inference_mode():
         x = torch.from_numpy(np.ascontiguousarray(batch))
-        if device.type == "cuda":
-            x = x.pin_memory().to(device, non_blocking=True)
+        # Page-locked on CUDA; any other device (a model on "mps", say) gets the bytes too, as before.
+        x = x.pin_memory().to(device, non_blocking=True) if device.type == "cuda" else x.to(device)
         return model(model_input(x, prep, mirror)).float().cpu().numpy()
 
 
