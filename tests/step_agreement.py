@@ -2,8 +2,9 @@
 
 Training MobileFaceNet + CosFace on random images is chaotic: scaling every weight by (1 + 1e-6) changes
 the loss by 4e-5 after one step at lr 0.01, by 2e-3 after two and by 2e-2 after four (measured on this
-CPU; an H200 run of the CUDA-graph step against the eager one showed the same growth, 3e-5, 3e-3, 2e-2,
-from cuDNN's non-deterministic backward alone, in its eager warm-up steps). Two runs whose kernels round
+CPU). An H200 run of the CUDA-graph step against the eager one showed the same growth: 3e-5 and 3e-3 in
+its two eager warm-up steps after the first (cuDNN's non-deterministic backward alone), 2e-2 at the
+first replay. Two runs whose kernels round
 differently (a CUDA graph, a blocked head, bf16, atomics) therefore cannot be compared over a
 trajectory of more than a step or two, whatever the tolerance.
 
