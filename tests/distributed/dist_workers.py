@@ -150,6 +150,7 @@ def run_overflow_step(out_dir: str, clip: float) -> None:
     Trainer._optimizer_step(trainer)
     torch.save({"backbone": {k: v.clone() for k, v in backbone.state_dict().items()}, "scale": scaler.get_scale()},
                os.path.join(out_dir, f"rank{rt.rank}.pt"))
+    del model, step, trainer        # as the trainer's run ends: the DDP wrapper goes before the group
     rt.close()
 
 

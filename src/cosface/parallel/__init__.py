@@ -123,8 +123,16 @@ class Runtime:
 
     def close(self) -> None:
         if self.distributed:
+            import gc
+
             import torch.distributed as dist
 
+            # DistributedDataParallel's reducer keeps the process group's connections and threads alive,
+            # and a wrapped model is often held only by reference cycles, so it would otherwise be freed
+            # during interpreter shutdown, after the group's destruction, where tearing those threads
+            # down aborted the process ("terminate called without an active exception", exit -6) about
+            # once in 20 two-process runs. Collect it now, while the group still works.
+            gc.collect()
             dist.destroy_process_group(self.group)
             self.group = None
 
