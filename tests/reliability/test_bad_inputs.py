@@ -322,6 +322,10 @@ FULL_DISK = """
 import resource, signal, sys
 signal.signal(signal.SIGXFSZ, signal.SIG_IGN)   # a write past the limit then fails with EFBIG
 limit = int(sys.argv[1])
+# The limit cuts every write of this process short, the .pyc files of modules it imports first too, and
+# CPython renames a short .pyc write into __pycache__ unchecked: every later import of that module then
+# fails ("marshal data too short") until the cache is cleared. Only the command's own files are tested.
+sys.dont_write_bytecode = True
 resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
 from cosface.cli import main
 sys.exit(main(sys.argv[2:]))
