@@ -3,11 +3,11 @@
 # A lent GPU machine has minutes: each stage runs under its own `timeout`, so a slow stage costs only
 # itself, and every figure is printed as soon as it is measured (a `RESULT ...` line) and collected.
 #
-# Stages (pick with --stages; they run in the order given). The stage limits add up to ~20 minutes if
-# every stage ran to its limit (expected: well under 10); --deadline SECONDS caps the whole run: each
+# Stages (pick with --stages; they run in the order given). The stage limits add up to ~30 minutes if
+# every stage ran to its limit (expected: about 15); --deadline SECONDS caps the whole run: each
 # stage's limit shrinks to the time left (20 s kept for the table) and a stage with under 15 s left is
 # skipped, so the table always comes back, e.g.
-#   --stages data,loader,train,step,eval,tests --deadline 420   then   --stages compiled,iresnet --deadline 300
+#   --stages compiled,data,train,step,eval --deadline 480   then   --stages tests,iresnet --deadline 300
 #   step    train-step images/s: eager / graph (CUDA graph), fp32 / bf16, batch 128 / 512 / 1024, and the
 #           blocked head (class chunks) at batch 512
 #   compiled the same step through torch.compile (Inductor), bf16 then fp32, batch 512 / 1024 / 128

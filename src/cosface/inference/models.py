@@ -239,16 +239,12 @@ class TorchRunner:
         return embed_uint8(self.module, self.device, prep, batch, mirror)
 
 
-def _torch_runner(module, device) -> Runner:
-    return TorchRunner(module, device)
-
-
 def _open_checkpoint(path: Path, device: str) -> tuple[Runner, ModelInfo]:
     from cosface.checkpoint import load_backbone
 
     dev = _resolve_torch_device(device)
     model, _, ckpt = load_backbone(path, dev)
-    return _torch_runner(model, dev), ModelInfo.from_checkpoint(ckpt)
+    return TorchRunner(model, dev), ModelInfo.from_checkpoint(ckpt)
 
 
 def _open_torchscript(path: Path, device: str) -> tuple[Runner, ModelInfo]:
@@ -266,7 +262,7 @@ def _open_torchscript(path: Path, device: str) -> tuple[Runner, ModelInfo]:
     except json.JSONDecodeError:
         raise CosfaceError(f"{path}: {TORCHSCRIPT_METADATA_FILE} inside the archive is not JSON") from None
     info = ModelInfo.from_metadata(meta, str(path))
-    return _torch_runner(module.eval(), dev), info
+    return TorchRunner(module.eval(), dev), info
 
 
 # The input element types a normalised float batch can be cast to (ONNX Runtime's names); integer or
